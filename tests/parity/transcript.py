@@ -1,0 +1,269 @@
+"""Golden transcript: bytes in, results out, through vbms_core.
+
+Runs unchanged on CPython and on MicroPython (the parity test runs it on both
+and requires identical output).  main(golden_dir, emit) calls emit(line) once
+per case with a canonical JSON line: sorted keys, no floats, ASCII only, so
+that both interpreters must produce the very same text.
+"""
+
+import json
+
+from vbms_core import battery, byd, deye, jk_ble, jk_frames, modbus
+from vbms_core.dissect import dissect
+from vbms_core.errors import ProtocolError, RemoteProtocolError
+
+
+def canon(value):
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        out = ['"']
+        for char in value:
+            code = ord(char)
+            if char == '"' or char == "\\":
+                out.append("\\" + char)
+            elif 0x20 <= code < 0x7F:
+                out.append(char)
+            else:
+                out.append("\\u%04x" % code)
+        out.append('"')
+        return "".join(out)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(canon(item) for item in value) + "]"
+    if isinstance(value, dict):
+        keys = sorted(value)
+        return "{" + ",".join(canon(str(key)) + ":" + canon(value[key]) for key in keys) + "}"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return canon(hexs(value))
+    raise TypeError("value of type %s has no canonical form (floats are not allowed)" % type(value).__name__)
+
+
+def hexs(raw):
+    return "".join("%02X" % byte for byte in bytes(raw))
+
+
+def unhex(text):
+    return bytes(int(text[i : i + 2], 16) for i in range(0, len(text), 2))
+
+
+def outcome(function, *args):
+    """A function's result, or its protocol error as data."""
+    try:
+        return {"ok": function(*args)}
+    except ProtocolError as error:
+        return {"error": type(error).__name__, "message": str(error)}
+
+
+class Lcg:
+    """A portable pseudo-random generator (same numbers on every interpreter)."""
+
+    def __init__(self, seed):
+        self.state = seed & 0x7FFFFFFF
+
+    def next(self):
+        self.state = (1103515245 * self.state + 12345) & 0x7FFFFFFF
+        return self.state >> 8
+
+    def below(self, limit):
+        return self.next() % limit
+
+    def randbytes(self, count):
+        return bytes(self.below(256) for _ in range(count))
+
+
+def reassemble(chunks):
+    """Run chunks through a JkReassembler; events as data."""
+    reassembler = jk_ble.JkReassembler()
+    events = []
+    for chunk in chunks:
+        reassembler.feed(chunk)
+        while True:
+            event = reassembler.next_event()
+            if event is modbus.NEED_DATA:
+                break
+            if isinstance(event, jk_ble.JkFrame):
+                events.append(["frame", hexs(event.raw[:6]), event.raw[299]])
+            else:
+                events.append(["junk", event.length, event.kinds])
+    reassembler.flush()
+    event = reassembler.next_event()
+    if event is not modbus.NEED_DATA:
+        events.append(["junk_at_end", event.length, event.kinds])
+    events.append(
+        ["pending", reassembler.pending(), "frames", reassembler.frames, "junk_bytes", reassembler.junk_bytes]
+    )
+    return events
+
+
+def protocol_for(frame_id, kind):
+    if frame_id[0] == "U":
+        return "jk-4e57"
+    if frame_id[0] == "R":
+        return "jk-pb"
+    return "jk-ble"
+
+
+def jk_cases(golden_dir, emit):
+    with open(golden_dir + "/jk_frames.json") as handle:
+        frames = json.load(handle)["frames"]
+    for frame in frames:
+        raw = unhex(frame["hex"])
+        protocol = protocol_for(frame["id"], frame["kind"])
+        emit({"case": "dissect", "id": frame["id"], "result": outcome(dissect, protocol, raw)})
+        if protocol == "jk-ble" and raw[:4] == jk_frames.HEADER:
+            for layout in jk_frames.LAYOUTS:
+                emit(
+                    {
+                        "case": "dissect_layout",
+                        "id": frame["id"],
+                        "layout": layout,
+                        "result": outcome(dissect, protocol, raw[:300], layout),
+                    }
+                )
+            emit(
+                {"case": "bytewise", "id": frame["id"], "events": reassemble([raw[i : i + 1] for i in range(len(raw))])}
+            )
+            emit({"case": "trailing", "id": frame["id"], "events": reassemble([b"AT\r\n" + raw + b"\x00\x01\x02"])})
+            decoded = jk_frames.decode_frame(raw)
+            if decoded["frame_type"] == "cell_info":
+                emit({"case": "reading", "id": frame["id"], "reading": battery.from_jk(decoded).as_dict()})
+        # every single-byte corruption of the first 40 bytes and the checksum area
+        rejected = []
+        for position in list(range(min(len(raw), 40))) + [len(raw) - 1]:
+            corrupt = bytearray(raw)
+            corrupt[position] ^= 0x5A
+            result = outcome(dissect, protocol, bytes(corrupt))
+            rejected.append(result.get("message", "accepted"))
+        emit({"case": "corrupt", "id": frame["id"], "results": rejected})
+
+
+def byd_deye_cases(golden_dir, emit):
+    with open(golden_dir + "/byd_deye_vectors.json") as handle:
+        vectors = json.load(handle)
+    for vector in vectors["byd_responses"] + vectors["byd_requests"]:
+        emit({"case": "dissect", "id": vector["id"], "result": outcome(dissect, "byd-pro", unhex(vector["hex"]))})
+    for vector in vectors["deye"]:
+        emit({"case": "dissect", "id": vector["id"], "result": outcome(dissect, "deye", unhex(vector["hex"]))})
+    for vector in vectors["modbus"]:
+        emit({"case": "dissect", "id": vector["id"], "result": outcome(dissect, "modbus", unhex(vector["hex"]))})
+        emit({"case": "dissect_jkpb", "id": vector["id"], "result": outcome(dissect, "jk-pb", unhex(vector["hex"]))})
+
+    # The DEYE slave answering from BYD and JK readings.
+    slave = deye.DeyeSlave(stale_us=10000000)
+    first = byd.decode_response(unhex(vectors["byd_responses"][0]["hex"]))
+    second = byd.decode_response(unhex(vectors["byd_responses"][1]["hex"]))
+    identity = deye.encode_identity("BYD PRO 2.5", "BYD12345678901234567")
+    for unit, status in ((0, first), (1, second)):
+        reading = battery.from_byd(status.fields)
+        emit({"case": "reading", "id": "byd-unit-%d" % unit, "reading": reading.as_dict()})
+        registers = deye.registers_from_reading(reading, 55800, 50000)
+        emit({"case": "registers", "id": "byd-unit-%d" % unit, "registers": registers})
+        slave.set_unit(unit, registers, identity, 1000000)
+    with open(golden_dir + "/jk_frames.json") as handle:
+        frames = json.load(handle)["frames"]
+    unit = 2
+    for frame in frames:
+        if frame["kind"] in ("cell24", "cell32", "cell04"):
+            reading = battery.from_jk(jk_frames.decode_frame(unhex(frame["hex"])))
+            registers = deye.registers_from_reading(reading, 55200, 100000)
+            emit({"case": "registers", "id": "jk-" + frame["id"], "registers": registers})
+            if unit <= deye.MAX_UNIT:
+                slave.set_unit(unit, registers, deye.encode_identity("JK " + frame["id"], frame["id"]), 2000000)
+                unit += 1
+    requests = []
+    for unit in range(0, 17):
+        requests.append(modbus.encode_read_request(unit, modbus.READ_INPUT, 0x1000, 25))
+        requests.append(modbus.encode_report_id_request(unit))
+    for address, count in ((0x1000, 1), (0x1018, 1), (0x1018, 2), (0x0FFF, 2), (0x1005, 3), (0x1000, 125)):
+        requests.append(modbus.encode_read_request(0, modbus.READ_INPUT, address, count))
+    requests.append(modbus.with_crc(bytes((0, 4, 0x10, 0, 0, 0))))  # quantity 0
+    requests.append(modbus.with_crc(bytes((0, 4, 0x10, 0, 0, 126))))  # quantity 126
+    requests.append(modbus.encode_read_request(0, modbus.READ_HOLDING, 0x1000, 25))
+    requests.append(modbus.encode_write_single(1, 0x1000, 5))
+    requests.append(modbus.with_crc(bytes((0, 0x2B, 0x0E, 1, 0))))
+    requests.append(unhex("00041000001934D0"))  # bad CRC
+    requests.append(unhex("0004"))
+    for now_us in (1500000, 11000000, 12500000):
+        for request in requests:
+            reply = slave.handle(request, now_us)
+            emit(
+                {
+                    "case": "deye_slave",
+                    "now_us": now_us,
+                    "request": hexs(request),
+                    "reply": None if reply is None else hexs(reply),
+                    "reason": slave.reason,
+                    "exception": slave.exception_code,
+                }
+            )
+
+
+def framer_cases(emit):
+    framer = modbus.RtuFramer(9600)
+    request = unhex("00041000001934D1")
+    schedule = [
+        (request, 8 * 1042),
+        (request[:3], 30000),
+        (request[3:], 30000 + 5 * 1042),
+        (request, 32000 + 5 * 1042 + 8 * 1042),  # no gap: merged with the previous frame
+        (b"\xff" * 300, 100000 + 300 * 1042),  # 300 bytes back to back: overflow
+        (request, 800000),
+    ]
+    events = []
+    for data, end_us in schedule:
+        framer.feed(data, end_us)
+        while True:
+            event = framer.next_event(end_us)
+            if event is modbus.NEED_DATA:
+                break
+            events.append([hexs(event.raw), event.start_us, event.end_us, event.ok])
+    event = framer.next_event(10000000)
+    if event is not modbus.NEED_DATA:
+        events.append([hexs(event.raw), event.start_us, event.end_us, event.ok])
+    emit({"case": "framer", "events": events})
+
+
+def fuzz_cases(emit):
+    generator = Lcg(20261125)
+    protocols = ("jk-ble", "jk-pb", "jk-4e57", "byd-pro", "deye", "modbus")
+    prefixes = (
+        b"",
+        b"\x55\xaa\xeb\x90",
+        b"\xaa\x55\x90\xeb",
+        b"\x4e\x57",
+        b"\x01\x00\x65\x01\x83\x55\xaa",
+        b"\x00\x04",
+    )
+    for index in range(240):
+        protocol = protocols[index % len(protocols)]
+        prefix = prefixes[generator.below(len(prefixes))]
+        body = generator.randbytes(generator.below(330))
+        frame = prefix + body
+        if frame and generator.below(3) == 0 and len(frame) >= 4:
+            frame = modbus.with_crc(frame[:-2])
+        result = outcome(dissect, protocol, frame)
+        emit({"case": "fuzz", "index": index, "protocol": protocol, "result": result.get("message", "accepted")})
+    chunks = [generator.randbytes(generator.below(40)) for _ in range(60)]
+    emit({"case": "fuzz_reassembler", "events": reassemble(chunks)})
+
+
+def main(golden_dir, emit_line):
+    def emit(record):
+        emit_line(canon(record))
+
+    jk_cases(golden_dir, emit)
+    byd_deye_cases(golden_dir, emit)
+    framer_cases(emit)
+    fuzz_cases(emit)
+    try:
+        dissect("no-such-protocol", b"\x00")
+    except RemoteProtocolError:
+        emit({"case": "bad_protocol", "result": "remote"})
+    except ProtocolError as error:
+        emit({"case": "bad_protocol", "result": str(error)})

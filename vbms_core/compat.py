@@ -1,0 +1,94 @@
+"""The one place that papers over CPython / MicroPython differences."""
+
+try:
+    from micropython import const  # noqa: F401
+except ImportError:
+
+    def const(value):
+        return value
+
+
+def ascii_field(raw):
+    """A NUL-terminated ASCII field as text; bytes outside 0x20..0x7E become '?'.
+
+    Written out by hand because MicroPython's bytes.decode() knows no error
+    handlers, and the result must be identical on both interpreters.
+    """
+    chars = []
+    for byte in raw:
+        if byte == 0:
+            break
+        chars.append(chr(byte) if 0x20 <= byte < 0x7F else "?")
+    return "".join(chars)
+
+
+def hexlify(raw):
+    """Upper-case hex without separators (binascii differs between ports)."""
+    return "".join("%02X" % byte for byte in raw)
+
+
+def unhexlify(text):
+    """Hex text (spaces, colons and a 0x prefix tolerated) to bytes.
+
+    Raises ValueError on anything that is not an even number of hex digits.
+    """
+    text = text.strip()
+    if text[:2] in ("0x", "0X"):
+        text = text[2:]
+    digits = "".join(ch for ch in text if ch not in " :\t\r\n-")
+    if len(digits) % 2:
+        raise ValueError("odd number of hex digits")
+    try:
+        return bytes(int(digits[i : i + 2], 16) for i in range(0, len(digits), 2))
+    except ValueError:
+        raise ValueError("not a hex string") from None
+
+
+def bit_names(mask, names):
+    """Names of the set bits of mask, in bit order; names is a tuple indexed by bit."""
+    found = []
+    bit = 0
+    while mask:
+        if mask & 1:
+            found.append(names[bit] if bit < len(names) and names[bit] else "bit%d" % bit)
+        mask >>= 1
+        bit += 1
+    return found
+
+
+def f32_scaled(bits, scale):
+    """round(f32(bits) * scale) computed with integers only, or None for NaN/inf.
+
+    JK04 frames carry IEEE-754 singles.  Converting through the host float would
+    give different last digits on an ESP32 (single-precision floats) and on
+    CPython; integer arithmetic gives the same answer everywhere.  Rounds half
+    away from zero.
+    """
+    negative = bits >> 31
+    exponent = (bits >> 23) & 0xFF
+    mantissa = bits & 0x7FFFFF
+    if exponent == 0xFF:
+        return None
+    if exponent:
+        mantissa |= 0x800000
+        shift = exponent - 150
+    else:
+        shift = -149
+    numerator = mantissa * scale
+    if shift >= 0:
+        value = numerator << shift
+    else:
+        denominator = 1 << -shift
+        value = (2 * numerator + denominator) // (2 * denominator)
+    return -value if negative else value
+
+
+def clamp(value, low, high):
+    return low if value < low else high if value > high else value
+
+
+def div_round(numerator, denominator):
+    """Integer division rounding half away from zero (// floors on both ports)."""
+    if numerator < 0:
+        return -((-numerator * 2 + denominator) // (2 * denominator))
+    return (numerator * 2 + denominator) // (2 * denominator)
