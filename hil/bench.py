@@ -1,0 +1,147 @@
+"""`vbms bench codecs`: decoder throughput on CPython, heap use on MicroPython.
+
+Wall-clock numbers belong here, never in tests.  Targets (issue 3): JK
+cell-info decode >= 50,000 frames/s on CPython; a DEYE request answered with
+<= 256 bytes allocated on MicroPython.
+"""
+
+import json
+import platform
+import sys
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+
+from vbms_core import byd, deye, jk_4e57, jk_ble, jk_frames, modbus
+from vbms_core.dissect import dissect
+
+TARGET_JK_FRAMES_PER_S = 50_000
+TARGET_DEYE_BYTES = 256
+
+
+def golden():
+    """Inputs: real frames from the demo captures; 24S and JK04 frames built by the encoder."""
+    captures = json.loads(resources.files("hil").joinpath("data/demo_captures.json").read_text())
+    reply = bytes.fromhex(captures["rs485_jk_pb"]["reply"])
+    return {
+        "cell_32s": reply[:300].hex().upper(),
+        "cell_24s": jk_frames.encode_cell_info({"cell_voltages_mv": [3300] * 16, "current_ma": -2400}, "JK02_24S")
+        .hex()
+        .upper(),
+        "cell_jk04": jk_frames.encode_cell_info({"cell_voltages_mv": [3353, 3359] * 8}, "JK04").hex().upper(),
+        "byd_reply": captures["rs485_byd"]["replies"][0],
+        "deye_request": modbus.encode_read_request(0, modbus.READ_INPUT, 0x1000, 25).hex().upper(),
+        "deye_identity_request": modbus.encode_report_id_request(0).hex().upper(),
+    }
+
+
+def measure(function, args, seconds):
+    """Calls per second: best of three runs of seconds/3 each."""
+    best = 0.0
+    for _ in range(3):
+        count = 0
+        start = time.perf_counter()
+        deadline = start + seconds / 3
+        while True:
+            for _ in range(200):
+                function(*args)
+            count += 200
+            now = time.perf_counter()
+            if now >= deadline:
+                break
+        best = max(best, count / (now - start))
+    return best
+
+
+def cpython_results(inputs, seconds):
+    cell_32s = bytes.fromhex(inputs["cell_32s"])
+    cell_24s = bytes.fromhex(inputs["cell_24s"])
+    cell_jk04 = bytes.fromhex(inputs["cell_jk04"])
+    byd_reply = bytes.fromhex(inputs["byd_reply"])
+    request = bytes.fromhex(inputs["deye_request"])
+    response_4e57 = jk_4e57.encode_response([3300] * 16, {0x83: 5280, 0x84: 0x8064, 0x85: 50, 0xC0: 1})
+    slave = deye.DeyeSlave(10_000_000)
+    slave.set_unit(0, list(range(25)), deye.encode_identity("BYD PRO 2.5", "BYD12345678901234567"), 0)
+    chunks = [cell_32s[0:128], cell_32s[128:150], cell_32s[150:278], cell_32s[278:300]]
+
+    def reassemble():
+        reassembler = jk_ble.JkReassembler()
+        for chunk in chunks:
+            reassembler.feed(chunk)
+        return reassembler.next_event()
+
+    cases = (
+        ("jk_cell_info_32s", jk_frames.decode_frame, (cell_32s,)),
+        ("jk_cell_info_24s", jk_frames.decode_frame, (cell_24s,)),
+        ("jk_cell_info_jk04", jk_frames.decode_frame, (cell_jk04,)),
+        ("jk_reassemble_300b_in_4_chunks", reassemble, ()),
+        ("dissect_jk_ble_cell_info", dissect, ("jk-ble", cell_32s)),
+        ("byd_response", byd.decode_response, (byd_reply,)),
+        ("jk_4e57_response", jk_4e57.decode_response, (response_4e57,)),
+        ("modbus_decode_request", modbus.decode_request, (request,)),
+        ("deye_request_answered_25_registers", slave.handle, (request, 5)),
+    )
+    return {name: round(measure(function, args, seconds)) for name, function, args in cases}
+
+
+def micropython_results(inputs):
+    from . import micropython
+
+    with tempfile.TemporaryDirectory() as directory:
+        Path(directory, "inputs.json").write_text(json.dumps(inputs))
+        script = resources.files("hil").joinpath("data/mpy_bench_codecs.py")
+        with resources.as_file(script) as path:
+            output = micropython.run(path, mounts=[(directory, "/bench")])
+    return json.loads(output.strip().splitlines()[-1]), micropython.version()
+
+
+def run_codecs(args):
+    inputs = golden()
+    report = {
+        "machine": {"python": sys.version.split()[0], "platform": platform.platform(), "processor": platform.machine()},
+        "cpython_frames_per_s": cpython_results(inputs, args.seconds),
+    }
+    if not args.no_micropython:
+        report["micropython"], report["micropython_version"] = micropython_results(inputs)
+    jk_rate = report["cpython_frames_per_s"]["jk_cell_info_32s"]
+    report["targets"] = {
+        "jk_cell_info_per_s": {
+            "target": TARGET_JK_FRAMES_PER_S,
+            "measured": jk_rate,
+            "met": jk_rate >= TARGET_JK_FRAMES_PER_S,
+        }
+    }
+    if "micropython" in report:
+        used = report["micropython"]["deye_request_answered_25_registers"]["bytes_allocated"]
+        report["targets"]["deye_request_bytes_on_micropython"] = {
+            "target": TARGET_DEYE_BYTES,
+            "measured": used,
+            "met": used <= TARGET_DEYE_BYTES,
+        }
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    print("vbms bench codecs on %s, Python %s" % (report["machine"]["platform"], report["machine"]["python"]))
+    print()
+    print("CPython, calls per second (best of 3):")
+    for name, value in report["cpython_frames_per_s"].items():
+        print("  %-38s %12s" % (name, format(value, ",")))
+    if "micropython" in report:
+        print()
+        print("%s (WebAssembly port), bytes allocated per call / calls per second:" % report["micropython_version"])
+        for name, value in report["micropython"].items():
+            per_second = "-" if value["per_second"] is None else format(value["per_second"], ",")
+            print("  %-38s %8d B %12s" % (name, value["bytes_allocated"], per_second))
+    print()
+    for name, target in report["targets"].items():
+        print(
+            "  target %-36s %s (target %s, measured %s)"
+            % (
+                name,
+                "met" if target["met"] else "NOT MET",
+                format(target["target"], ","),
+                format(target["measured"], ","),
+            )
+        )
+    return 0
