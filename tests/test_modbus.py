@@ -119,3 +119,26 @@ class TestFramer:
             assert framer.pending() <= modbus.MAX_ADU
         frame = framer.next_event(10_000_000)
         assert not frame.ok and len(frame.raw) == modbus.MAX_ADU
+
+
+RTU_VECTORS = VECTORS["modbus"] + VECTORS["deye"] + VECTORS["byd_requests"] + VECTORS["byd_responses"]
+
+
+@pytest.mark.parametrize("vector", RTU_VECTORS, ids=lambda v: v["id"])
+def test_every_bus_vector_framed_whole_bytewise_and_with_trailing_bytes(vector):
+    raw = bytes.fromhex(vector["hex"])
+    char_us = modbus.char_time_us(9600)
+    whole = modbus.RtuFramer(9600)
+    whole.feed(raw, len(raw) * char_us)
+    bytewise = modbus.RtuFramer(9600)
+    for index in range(len(raw)):
+        bytewise.feed(raw[index : index + 1], (index + 1) * char_us)
+    end_us = len(raw) * char_us
+    for framer in (whole, bytewise):
+        frame = framer.next_event(end_us + framer.gap_us)
+        assert frame.raw == raw and frame.ok
+    trailing = modbus.RtuFramer(9600)
+    trailing.feed(raw, end_us)
+    trailing.feed(b"\x00\x11\xc1\xbc", end_us + 5_000 + 4 * char_us)  # another frame after a t3.5 silence
+    assert trailing.next_event(end_us + 5_000 + 4 * char_us).raw == raw
+    assert trailing.next_event(10**9).raw == b"\x00\x11\xc1\xbc"
