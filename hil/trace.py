@@ -1,0 +1,125 @@
+"""Bus traces: one JSON line per frame, and `vbms trace show`.
+
+A line: {"t": seconds since the trace started, "bus": name, "from": sender,
+"hex": bytes, "decoded": short summary from vbms_core.dissect (or "error"),
+"faults": [...], "collision": bool}.
+"""
+
+import json
+import threading
+
+from vbms_core.dissect import dissect
+from vbms_core.errors import RemoteProtocolError
+
+SUMMARY_KEYS = (
+    "direction",
+    "unit",
+    "address",
+    "function_name",
+    "count",
+    "exception",
+    "frame_type",
+    "trigger",
+    "battery",
+    "command_name",
+)
+
+
+def summarize(protocol, raw):
+    """A short dict describing a frame, for traces and failure reports."""
+    if protocol is None:
+        return None
+    try:
+        result = dissect(protocol, raw)
+    except RemoteProtocolError as error:
+        return {"error": str(error)}
+    summary = {key: result[key] for key in SUMMARY_KEYS if key in result}
+    values = result.get("values")
+    if values:
+        summary["values"] = {
+            key: values[key] for key in ("pack_voltage_mv", "pack_current_ma", "soc_permille") if key in values
+        }
+    if "pack_voltage_mv" in result:
+        summary["pack_voltage_mv"] = result["pack_voltage_mv"]
+    return summary
+
+
+class Trace:
+    """Collects frame records in memory and, if given a path, as JSON lines."""
+
+    def __init__(self, path=None, protocols=None):
+        self.records = []
+        self.protocols = dict(protocols or {})
+        self._lock = threading.Lock()
+        self._file = open(path, "w", encoding="utf-8") if path else None  # noqa: SIM115 (kept open for the run)
+
+    def record(self, bus, t_s, source, raw, faults=(), collision=False):
+        protocol = self.protocols.get(bus.name, bus.protocol)
+        entry = {
+            "t": round(t_s, 6),
+            "bus": bus.name,
+            "from": source,
+            "hex": raw.hex().upper(),
+            "decoded": summarize(protocol, raw) if source != "noise" else None,
+        }
+        if faults:
+            entry["faults"] = list(faults)
+        if collision:
+            entry["collision"] = True
+        with self._lock:
+            self.records.append(entry)
+            if self._file is not None:
+                self._file.write(json.dumps(entry) + "\n")
+                self._file.flush()
+
+    def close(self):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def tail(self, count=20):
+        with self._lock:
+            return list(self.records[-count:])
+
+
+def format_record(entry, width=48):
+    hex_text = entry["hex"]
+    if len(hex_text) > width:
+        hex_text = hex_text[:width] + "...(%d B)" % (len(entry["hex"]) // 2)
+    decoded = entry.get("decoded")
+    if decoded is None:
+        summary = ""
+    elif "error" in decoded:
+        summary = "!! " + decoded["error"]
+    else:
+        summary = " ".join("%s=%s" % (key, value) for key, value in decoded.items())
+    flags = []
+    if entry.get("collision"):
+        flags.append("COLLISION")
+    for fault in entry.get("faults", ()):
+        flags.append("FAULT " + fault)
+    return "%10.6f %-10s %-12s %-60s %s%s" % (
+        entry["t"],
+        entry["bus"],
+        entry["from"],
+        hex_text,
+        summary,
+        ("  [" + ", ".join(flags) + "]") if flags else "",
+    )
+
+
+def show(path, out):
+    """Print a trace file readably; returns the number of unreadable lines."""
+    bad = 0
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                entry = json.loads(line)
+                out.write(format_record(entry) + "\n")
+            except (ValueError, KeyError, TypeError) as error:
+                bad += 1
+                out.write("%s line %d: not a trace record (%s)\n" % (path, number, error))
+    return bad
