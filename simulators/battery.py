@@ -1,0 +1,236 @@
+"""A battery pack model shared by every simulated BMS; advanced by simulated time.
+
+advance(dt_s, current_ma) moves the pack forward: positive current charges.
+The model limits the current the way a BMS does (a protection opens the
+charge or discharge path) and reports generic warning and protection flags;
+each device maps them to its own alarm bits.
+
+Physics, kept simple but plausible:
+- open-circuit voltage from SOC by a chemistry table, per cell, with a seeded
+  spread of capacity and voltage offsets (so cells differ a little);
+- terminal voltage = OCV + I * R_internal;
+- temperature with a thermal lag toward ambient plus I^2 R heating;
+- SOC by coulomb counting against the aged capacity; cycles from discharged
+  charge; SOH fades by a small amount per cycle.
+"""
+
+import random
+
+# (SOC permille, cell mV) breakpoints; linear in between.
+OCV_TABLES = {
+    "LFP": ((0, 2500), (50, 3000), (100, 3200), (200, 3250), (300, 3275), (500, 3300), (700, 3320),
+            (900, 3340), (950, 3380), (990, 3450), (1000, 3550)),
+    "NMC": ((0, 3000), (100, 3450), (300, 3600), (500, 3700), (700, 3850), (900, 4050), (1000, 4200)),
+    "LTO": ((0, 1800), (100, 2150), (500, 2300), (900, 2450), (1000, 2700)),
+}  # fmt: skip
+
+# Protection thresholds per chemistry: (trip, recover) in mV.
+CELL_LIMITS = {
+    "LFP": {"ovp": (3650, 3450), "uvp": (2600, 2900), "ov_warn": 3550, "uv_warn": 2900},
+    "NMC": {"ovp": (4250, 4100), "uvp": (2900, 3200), "ov_warn": 4180, "uv_warn": 3200},
+    "LTO": {"ovp": (2800, 2650), "uvp": (1700, 1900), "ov_warn": 2750, "uv_warn": 1900},
+}
+
+FLAGS = (
+    "cell_overvoltage",
+    "cell_undervoltage",
+    "pack_overvoltage",
+    "pack_undervoltage",
+    "charge_overcurrent",
+    "discharge_overcurrent",
+    "charge_overtemperature",
+    "charge_undertemperature",
+    "discharge_overtemperature",
+    "discharge_undertemperature",
+    "mosfet_overtemperature",
+    "soc_low",
+)
+CHARGE_BLOCKING = (
+    "cell_overvoltage",
+    "pack_overvoltage",
+    "charge_overcurrent",
+    "charge_overtemperature",
+    "charge_undertemperature",
+)
+DISCHARGE_BLOCKING = (
+    "cell_undervoltage",
+    "pack_undervoltage",
+    "discharge_overcurrent",
+    "discharge_overtemperature",
+    "discharge_undertemperature",
+)
+
+
+def ocv_mv(chemistry, soc_permille):
+    table = OCV_TABLES[chemistry]
+    soc = min(max(soc_permille, 0), 1000)
+    for (soc_a, mv_a), (soc_b, mv_b) in zip(table, table[1:], strict=False):
+        if soc <= soc_b:
+            return mv_a + (mv_b - mv_a) * (soc - soc_a) / (soc_b - soc_a)
+    return table[-1][1]
+
+
+class BatteryModel:
+    def __init__(
+        self,
+        cells=16,
+        capacity_mah=50_000,
+        chemistry="LFP",
+        soc_permille=800,
+        soh_permille=1000,
+        cycles=0,
+        internal_resistance_mohm=2.0,
+        cell_spread_mv=8,
+        ambient_ddegc=250,
+        thermal_time_constant_s=1800.0,
+        max_charge_current_ma=50_000,
+        max_discharge_current_ma=100_000,
+        seed=0,
+    ):
+        if chemistry not in OCV_TABLES:
+            raise ValueError("unknown chemistry %r; choose one of %s" % (chemistry, ", ".join(OCV_TABLES)))
+        if not 1 <= cells <= 32:
+            raise ValueError("a pack has 1..32 cells, not %r" % (cells,))
+        if capacity_mah <= 0:
+            raise ValueError("capacity must be positive")
+        generator = random.Random(seed)
+        self.chemistry = chemistry
+        self.cells = cells
+        self.design_mah = capacity_mah
+        self.soh = soh_permille / 1000
+        self.cycles = cycles
+        self.discharged_mah = 0.0
+        self.resistance_ohm = internal_resistance_mohm / 1000  # per cell
+        self.cell_capacity_factor = [1 + generator.uniform(-0.01, 0.01) for _ in range(cells)]
+        self.cell_offset_mv = [generator.uniform(-cell_spread_mv / 2, cell_spread_mv / 2) for _ in range(cells)]
+        self.charge_mah = [capacity_mah * self.soh * f * soc_permille / 1000 for f in self.cell_capacity_factor]
+        self.ambient_c = ambient_ddegc / 10
+        self.temperature_c = self.ambient_c
+        self.mosfet_c = self.ambient_c
+        self.tau_s = thermal_time_constant_s
+        self.max_charge_current_ma = max_charge_current_ma
+        self.max_discharge_current_ma = max_discharge_current_ma
+        self.current_ma = 0
+        self.limits = CELL_LIMITS[chemistry]
+        self.protections = set()
+        self.forced = set()  # flags raised on request (failure injection)
+        self.charge_enabled = True
+        self.discharge_enabled = True
+
+    # --- state ----------------------------------------------------------------
+
+    @property
+    def full_mah(self):
+        return self.design_mah * self.soh
+
+    def cell_soc_permille(self, index):
+        return 1000 * self.charge_mah[index] / (self.full_mah * self.cell_capacity_factor[index])
+
+    @property
+    def soc_permille(self):
+        return round(1000 * sum(self.charge_mah) / sum(self.full_mah * f for f in self.cell_capacity_factor))
+
+    @property
+    def remaining_mah(self):
+        return round(self.full_mah * self.soc_permille / 1000)
+
+    def cell_voltages_mv(self):
+        drop = self.current_ma / 1000 * self.resistance_ohm * 1000
+        return [
+            round(ocv_mv(self.chemistry, self.cell_soc_permille(i)) + self.cell_offset_mv[i] + drop)
+            for i in range(self.cells)
+        ]
+
+    @property
+    def pack_voltage_mv(self):
+        return sum(self.cell_voltages_mv())
+
+    def temperatures_ddegc(self, sensors=2):
+        # sensors sit at slightly different spots of the pack
+        return [round(10 * self.temperature_c) + 3 * index for index in range(sensors)]
+
+    @property
+    def mosfet_temp_ddegc(self):
+        return round(10 * self.mosfet_c)
+
+    def flags(self):
+        """Warnings (soft thresholds) and protections (path opened), as sets of FLAGS names."""
+        cells = self.cell_voltages_mv()
+        warnings = set()
+        if max(cells) >= self.limits["ov_warn"]:
+            warnings.add("cell_overvoltage")
+        if min(cells) <= self.limits["uv_warn"]:
+            warnings.add("cell_undervoltage")
+        if self.soc_permille < 100:
+            warnings.add("soc_low")
+        if self.temperature_c > 50:
+            warnings.add("charge_overtemperature")
+        if self.temperature_c < 5:
+            warnings.add("charge_undertemperature")
+        if self.current_ma > 0.9 * self.max_charge_current_ma:
+            warnings.add("charge_overcurrent")
+        if -self.current_ma > 0.9 * self.max_discharge_current_ma:
+            warnings.add("discharge_overcurrent")
+        if self.mosfet_c > 80:
+            warnings.add("mosfet_overtemperature")
+        return warnings | self.forced, set(self.protections) | self.forced
+
+    # --- time -----------------------------------------------------------------
+
+    def allowed_current_ma(self, requested_ma):
+        """What the BMS lets through of a requested current."""
+        if requested_ma > 0:
+            return 0 if not self.charge_enabled else min(requested_ma, self.max_charge_current_ma)
+        if requested_ma < 0:
+            return 0 if not self.discharge_enabled else max(requested_ma, -self.max_discharge_current_ma)
+        return 0
+
+    def advance(self, dt_s, current_ma):
+        """Move dt_s seconds forward with current_ma requested (positive charges);
+        returns the current that actually flowed."""
+        if dt_s < 0:
+            raise ValueError("time does not run backwards")
+        current = self.allowed_current_ma(current_ma)
+        self.current_ma = current
+        delta_mah = current * dt_s / 3600
+        for index in range(self.cells):
+            limit = self.full_mah * self.cell_capacity_factor[index]
+            self.charge_mah[index] = min(max(self.charge_mah[index] + delta_mah, 0.0), limit)
+        if current < 0:
+            self.discharged_mah -= delta_mah
+            while self.discharged_mah >= self.full_mah:
+                self.discharged_mah -= self.full_mah
+                self.cycles += 1
+                self.soh = max(0.5, self.soh - 0.00005)  # about 20 % after 4000 cycles
+        amps = current / 1000
+        heat_c_per_s = amps * amps * self.resistance_ohm * self.cells / 2000  # ~2 kJ/K pack heat capacity
+        self.temperature_c += dt_s * ((self.ambient_c - self.temperature_c) / self.tau_s + heat_c_per_s)
+        self.mosfet_c += dt_s * ((self.temperature_c + abs(amps) * 0.05 - self.mosfet_c) / 300)
+        self._protect()
+        return current
+
+    def _protect(self):
+        cells = self.cell_voltages_mv()
+        trip, recover = self.limits["ovp"]
+        if max(cells) >= trip:
+            self.protections.add("cell_overvoltage")
+        elif max(cells) <= recover:
+            self.protections.discard("cell_overvoltage")
+        trip, recover = self.limits["uvp"]
+        if min(cells) <= trip:
+            self.protections.add("cell_undervoltage")
+        elif min(cells) >= recover:
+            self.protections.discard("cell_undervoltage")
+        for flag, hot, limit in (
+            ("charge_overtemperature", True, 55),
+            ("discharge_overtemperature", True, 60),
+            ("charge_undertemperature", False, 0),
+            ("discharge_undertemperature", False, -20),
+        ):
+            if (self.temperature_c > limit) if hot else (self.temperature_c < limit):
+                self.protections.add(flag)
+            elif (self.temperature_c < limit - 5) if hot else (self.temperature_c > limit + 5):
+                self.protections.discard(flag)
+        active = self.protections | self.forced
+        self.charge_enabled = not any(flag in active for flag in CHARGE_BLOCKING)
+        self.discharge_enabled = not any(flag in active for flag in DISCHARGE_BLOCKING)

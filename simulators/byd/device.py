@@ -1,0 +1,115 @@
+"""A BYD Battery-Box PRO (B-Plus 2.5) module on RS485: a sans-I/O model.
+
+handle(frame) answers a status request addressed to this module's DIP address
+with the exact 105-byte frame (vbms_core.byd), after reply_delay_s.
+
+Failure modes (set .failure, None for normal):
+  silent        never answers
+  garbage       answers with random bytes of the right length
+  bad_checksum  answers with a wrong sum8
+  slow          answers after slow_delay_s
+  stuck         keeps answering the values of the moment it got stuck
+Alarms are raised with battery.forced (generic flags) or force_alarm_bits.
+"""
+
+import random
+
+from vbms_core import byd
+from vbms_core.errors import RemoteProtocolError
+
+FAILURES = ("silent", "garbage", "bad_checksum", "slow", "stuck")
+
+# Generic battery flags -> BYD state bits (deye-byd-modbus.md 2.3), for both alarm and protect words.
+FLAG_BITS = {
+    "pack_overvoltage": 0,
+    "cell_overvoltage": 2,
+    "pack_undervoltage": 3,
+    "cell_undervoltage": 5,
+    "charge_overcurrent": 6,
+    "discharge_overcurrent": 7,
+    "charge_overtemperature": 8,
+    "discharge_overtemperature": 9,
+    "charge_undertemperature": 10,
+    "discharge_undertemperature": 11,
+    "soc_low": 12,
+}
+
+
+def flag_word(flags):
+    word = 0
+    for flag in flags:
+        if flag in FLAG_BITS:
+            word |= 1 << FLAG_BITS[flag]
+    return word
+
+
+class BydModule:
+    def __init__(self, address, battery, reply_delay_s=0.02, slow_delay_s=1.5, seed=0):
+        if not 1 <= address <= 63:
+            raise ValueError("a BYD PRO DIP address is 1..63, not %r" % (address,))
+        self.address = address
+        self.battery = battery
+        self.reply_delay_s = reply_delay_s
+        self.slow_delay_s = slow_delay_s
+        self.failure = None
+        self.force_alarm_bits = 0
+        self.force_protect_bits = 0
+        self.force_fail_bits = 0
+        self.requests = 0
+        self._stuck = None
+        self._random = random.Random(seed)
+
+    def set_failure(self, failure):
+        if failure is not None and failure not in FAILURES:
+            raise ValueError("unknown BYD failure %r; choose one of %s" % (failure, ", ".join(FAILURES)))
+        self.failure = failure
+        self._stuck = self.fields() if failure == "stuck" else None
+
+    def fields(self):
+        battery = self.battery
+        warnings, protections = battery.flags()
+        current = battery.current_ma
+        temps_degc = [round(t / 10) for t in battery.temperatures_ddegc(4)] + [round(battery.ambient_c)]
+        state = 0
+        if current > 0:
+            state |= 1
+        elif current < 0:
+            state |= 2
+        else:
+            state |= 8
+        if battery.soc_permille >= 1000:
+            state |= 4
+        return {
+            "pack_voltage_mv": battery.pack_voltage_mv,
+            "battery_voltage_mv": battery.pack_voltage_mv,
+            "cell_voltages_mv": battery.cell_voltages_mv()[:16],
+            "current_ma": current,
+            "cell_temps_degc": temps_degc,
+            "alarm_state": flag_word(warnings) | self.force_alarm_bits,
+            "protect_state": flag_word(protections) | self.force_protect_bits,
+            "fail_state": self.force_fail_bits,
+            "battery_state": state,
+            "soc_pct": battery.soc_permille // 10,
+            "soh_pct": round(battery.soh * 100),
+            "discharge_times": battery.cycles,
+        }
+
+    def handle(self, frame):
+        """(reply, delay_s) for a frame heard on the bus, or None to stay silent."""
+        try:
+            request = byd.decode_request(frame)
+        except RemoteProtocolError:
+            return None
+        if request.address != self.address or request.command != byd.READ_STATUS:
+            return None
+        self.requests += 1
+        if self.failure == "silent":
+            return None
+        fields = self._stuck if self.failure == "stuck" else self.fields()
+        reply = byd.encode_response(self.address, fields)
+        if self.failure == "garbage":
+            reply = bytes(self._random.randrange(256) for _ in range(len(reply)))
+        elif self.failure == "bad_checksum":
+            reply = reply[:-1] + bytes(((reply[-1] + 1) & 0xFF,))
+        delay = self.slow_delay_s if self.failure == "slow" else self.reply_delay_s
+        return reply, delay
