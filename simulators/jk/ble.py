@@ -1,0 +1,139 @@
+"""A JK-BMS BLE peripheral on bless: advertising, GATT FFE0/FFE1, the JK session.
+
+GATT layouts real modules have (jk-protocols.md 1.1):
+  "single": one FFE1 characteristic for write and notify (most modules);
+  "split":  two FFE1 characteristics, write on the first, notify on the second.
+bless finds only one of two same-UUID characteristics by UUID, so the
+characteristic objects are kept and notifications go through the notify one.
+
+bless reports Notifying=true before anyone subscribed, which makes BlueZoo
+call AcquireNotify (unimplemented): Notifying is held false until StartNotify.
+
+Failures acted on here: "disconnect" (drop the link, refuse connections for
+reconnect_after_s, then accept again), "refuse_reconnect" (drop every link
+at once, for as long as the failure is set).
+"""
+
+import asyncio
+import time
+
+from bless import BlessServer, GATTAttributePermissions, GATTCharacteristicProperties
+
+from hil.wires.ble import disconnect_peers, make_discoverable
+
+from .device import JkBleSession
+
+SERVICE_UUID = "0000ffe0-0000-1000-8000-00805f9b34fb"
+CHARACTERISTIC_UUID = "0000ffe1-0000-1000-8000-00805f9b34fb"
+GATT_LAYOUTS = ("single", "split")
+
+_WRITE = GATTCharacteristicProperties.write | GATTCharacteristicProperties.write_without_response
+_NOTIFY = GATTCharacteristicProperties.read | GATTCharacteristicProperties.notify
+_PERMISSIONS = GATTAttributePermissions.readable | GATTAttributePermissions.writeable
+
+
+class JkBlePeripheral:
+    def __init__(
+        self, device, adapter="hci0", name=None, gatt_layout="single", chunking="mtu131", reconnect_after_s=3.0
+    ):
+        if gatt_layout not in GATT_LAYOUTS:
+            raise ValueError("unknown GATT layout %r; choose single or split" % (gatt_layout,))
+        self.device = device
+        self.adapter = adapter
+        self.name = name or device.name
+        self.gatt_layout = gatt_layout
+        self.chunking = chunking
+        self.reconnect_after_s = reconnect_after_s
+        self.session = None
+        self.notifications = 0
+        self.frames_sent = []  # (monotonic time the frame was generated, counter) for latency measurements
+        self.running = False
+        self._server = None
+        self._notify_char = None
+        self._task = None
+
+    async def start(self):
+        await self._open_server()
+        self.running = True
+        self._task = asyncio.get_running_loop().create_task(self._stream())
+        return self
+
+    async def stop(self):
+        self.running = False
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        await self._close_server()
+
+    async def _open_server(self):
+        self._server = BlessServer(name=self.name, adapter=self.adapter)
+        self._server.read_request_func = lambda characteristic, **_: characteristic.value
+        self._server.write_request_func = self._on_write
+        await self._server.add_new_service(SERVICE_UUID)
+        service = self._server.services[SERVICE_UUID]
+        if self.gatt_layout == "single":
+            await self._server.add_new_characteristic(
+                SERVICE_UUID, CHARACTERISTIC_UUID, _WRITE | _NOTIFY, None, _PERMISSIONS
+            )
+        else:
+            await self._server.add_new_characteristic(SERVICE_UUID, CHARACTERISTIC_UUID, _WRITE, None, _PERMISSIONS)
+            await self._server.add_new_characteristic(SERVICE_UUID, CHARACTERISTIC_UUID, _NOTIFY, None, _PERMISSIONS)
+        self._notify_char = service.characteristics[-1]
+        gatt = self._notify_char.gatt
+        gatt._notifying = False  # see the module docstring
+
+        def start_notify(_):
+            gatt._notifying = True
+
+        def stop_notify(_):
+            gatt._notifying = False
+
+        self._server.app.StartNotify = start_notify
+        self._server.app.StopNotify = stop_notify
+        self.session = JkBleSession(self.device, self.chunking)
+        await self._server.start()
+        await make_discoverable(self.adapter)
+
+    async def _close_server(self):
+        server, self._server = self._server, None
+        if server is not None:
+            try:
+                await server.stop()
+            except Exception:  # noqa: BLE001 - the bus may already be gone at shutdown
+                pass
+
+    def _send(self, payloads):
+        gatt = self._notify_char.gatt
+        if not gatt._notifying:
+            return
+        for payload in payloads:
+            gatt.Value = bytes(payload)
+            self.notifications += 1
+
+    def _on_write(self, characteristic, value, **_):
+        self._send(self.session.on_write(bytes(value), time.monotonic()))
+
+    async def _stream(self):
+        refuse_until = 0.0
+        while self.running:
+            now = time.monotonic()
+            failure = self.device.failure
+            if failure == "disconnect":
+                self.device.failure = None
+                refuse_until = now + self.reconnect_after_s
+                failure = "refuse_reconnect"
+            if failure == "refuse_reconnect" or now < refuse_until:
+                if await disconnect_peers(self.adapter):
+                    self.session = JkBleSession(self.device, self.chunking)
+                    self._notify_char.gatt._notifying = False
+                await asyncio.sleep(0.1)
+                continue
+            payloads = self.session.poll(now)
+            if payloads:
+                self.frames_sent.append((now, self.device.counter))
+                self._send(payloads)
+            await asyncio.sleep(0.02)
