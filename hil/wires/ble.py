@@ -10,6 +10,7 @@ Quirks handled here and in the peripheral (ARCHITECTURE.md): advertisements
 are seen only while the peripheral's adapter is discoverable (make_discoverable).
 """
 
+import asyncio
 import atexit
 import os
 import shutil
@@ -143,13 +144,14 @@ class BleEnvironment:
                 os.kill(self._dbus_pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-            deadline = time.monotonic() + 2
-            while time.monotonic() < deadline:  # reap it when it is our child
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:  # until it is gone (reaped when it is our child)
                 try:
                     if os.waitpid(self._dbus_pid, os.WNOHANG)[0]:
                         break
                 except ChildProcessError:
-                    break
+                    if not os.path.exists("/proc/%d" % self._dbus_pid):
+                        break
                 time.sleep(0.02)
             self._dbus_pid = None
         if self._previous is None:
@@ -167,9 +169,14 @@ class BleEnvironment:
         self.stop()
 
 
-async def make_discoverable(adapter):
-    """Set org.bluez.Adapter1.Discoverable on an adapter (BlueZoo reports LE
-    advertisements only while the advertiser's adapter is discoverable)."""
+async def make_discoverable(adapter, alias=None):
+    """Make an adapter visible as a peripheral.
+
+    BlueZoo reports LE advertisements only while the advertiser's adapter is
+    discoverable, and a central's device object may keep the adapter's name
+    instead of the advertised local name: alias sets the adapter's name so
+    both agree.  Each simulated module has an adapter (and so a MAC) of its own.
+    """
     from dbus_fast import BusType, Variant
     from dbus_fast.aio import MessageBus
 
@@ -180,8 +187,10 @@ async def make_discoverable(adapter):
         properties = bus.get_proxy_object("org.bluez", path, introspection).get_interface(
             "org.freedesktop.DBus.Properties"
         )
-        await properties.call_set("org.bluez.Adapter1", "Discoverable", Variant("b", True))
+        if alias is not None:
+            await properties.call_set("org.bluez.Adapter1", "Alias", Variant("s", alias))
         await properties.call_set("org.bluez.Adapter1", "DiscoverableTimeout", Variant("u", 0))
+        await properties.call_set("org.bluez.Adapter1", "Discoverable", Variant("b", True))
     finally:
         bus.disconnect()
 
@@ -219,3 +228,32 @@ async def disconnect_peers(adapter):
     finally:
         bus.disconnect()
     return dropped
+
+
+async def find_device(address=None, name=None, adapter="hci1", timeout_s=10.0):
+    """Scan until a device with this address (or name) is seen; its BLEDevice or None.
+
+    The detection callback is registered before scanning starts: BlueZoo
+    reports a device once, when discovery starts (a radio would keep
+    advertising), and bleak's find_device_by_* helpers begin listening only
+    after the scan has started, so they miss it now and then.
+    """
+    from bleak import BleakScanner
+
+    if address is None and name is None:
+        raise ValueError("give an address or a name to look for")
+    wanted = address.upper() if address else None
+    found = {}
+    event = asyncio.Event()
+
+    def on_detection(device, advertisement):
+        if (wanted and device.address.upper() == wanted) or (name and name in (device.name, advertisement.local_name)):
+            found.setdefault("device", device)
+            event.set()
+
+    async with BleakScanner(detection_callback=on_detection, adapter=adapter):
+        try:
+            await asyncio.wait_for(event.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            return None
+    return found["device"]

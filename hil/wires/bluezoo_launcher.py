@@ -1,10 +1,12 @@
 """Runs BlueZoo (the BlueZ D-Bus emulator) with BlueZ's disconnect behaviour.
 
-BlueZ removes a connection's GATT objects (device/serviceNNNN/...) when the
-link goes down.  BlueZoo 1.0.2 keeps them exported, so the next connection to
-the same device fails with "sd_bus_add_obj" and a simulated battery could never
-be reconnected.  This launcher removes them on disconnect, as BlueZ does, then
-runs BlueZoo's own main().  It is pinned to the version it was checked with:
+BlueZ, when a link goes down, stops the notifications it had started on the
+peripheral's application (StopNotify) and removes the connection's GATT
+objects (device/serviceNNNN/...).  BlueZoo 1.0.2 does neither: the next
+connection to the same device fails with "sd_bus_add_obj", and the old
+link keeps forwarding every notification, so the central receives each one
+twice.  This launcher does what BlueZ does on disconnect, then runs BlueZoo's
+own main().  It is pinned to the version it was checked with:
 with another version it refuses to start so someone looks again.
 
     python -m hil.wires.bluezoo_launcher [bluezoo arguments]
@@ -18,6 +20,7 @@ CHECKED_VERSION = "1.0.2"
 
 def install_fix():
     from bluezoo import device as device_module
+    from bluezoo import events
 
     original_disconnect = device_module.Device.disconnect
 
@@ -25,8 +28,19 @@ def install_fix():
         await original_disconnect(self, uuid)
         mock = self.peer_adapter.mock
         for path in sorted(self.services, reverse=True):  # descriptors, then characteristics, then services
+            link = self.services[path]
+            # Either BlueZoo's empty Subscription wrapper or, once notifying,
+            # the EventSubscriber that forwards the application's values.
+            subscription = getattr(link, "client_props_changed_subscription", None)
+            if subscription is not None and getattr(subscription, "subscriber", subscription) is not None:
+                subscription.unsubscribe()
+                link.client_props_changed_subscription = events.Subscription()
+                try:
+                    await link.client.StopNotify()
+                except Exception:  # noqa: BLE001 - the application may be gone already
+                    pass
             try:
-                mock.remove_object(self.services[path])
+                mock.remove_object(link)
             except KeyError:
                 pass
         self.services.clear()

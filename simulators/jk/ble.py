@@ -96,7 +96,7 @@ class JkBlePeripheral:
         self._server.app.StopNotify = stop_notify
         self.session = JkBleSession(self.device, self.chunking)
         await self._server.start()
-        await make_discoverable(self.adapter)
+        await make_discoverable(self.adapter, alias=self.name)
 
     async def _close_server(self):
         server, self._server = self._server, None
@@ -129,7 +129,6 @@ class JkBlePeripheral:
             if failure == "refuse_reconnect" or now < refuse_until:
                 if await disconnect_peers(self.adapter):
                     self.session = JkBleSession(self.device, self.chunking)
-                    self._notify_char.gatt._notifying = False
                 await asyncio.sleep(0.1)
                 continue
             payloads = self.session.poll(now)
