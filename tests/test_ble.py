@@ -10,11 +10,11 @@ from hil.wires.ble import BleEnvironment, find_device
 from simulators.battery import BatteryModel
 from simulators.jk.ble import CHARACTERISTIC_UUID, JkBlePeripheral
 from simulators.jk.device import JkBms
-
-pytestmark = pytest.mark.ble
 from vbms_core import jk_ble
 from vbms_core.dissect import dissect
 from vbms_core.modbus import NEED_DATA
+
+pytestmark = pytest.mark.ble
 
 
 @pytest.fixture

@@ -254,6 +254,6 @@ async def find_device(address=None, name=None, adapter="hci1", timeout_s=10.0):
     async with BleakScanner(detection_callback=on_detection, adapter=adapter):
         try:
             await asyncio.wait_for(event.wait(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
     return found["device"]
