@@ -38,6 +38,25 @@ def build_parser():
     )
     demo.add_argument("--json", action="store_true", help="print JSON lines instead of text")
 
+    sim = commands.add_parser(
+        "sim",
+        help="run a simulated bench in real time (DEYE inverter, batteries, buses, BLE)",
+        description="Start a bench; prints one JSON line with every endpoint a device under test attaches to.",
+    )
+    sim.add_argument("--bench", metavar="FILE", help="bench file (TOML); default: the embedded default bench")
+    sim.add_argument("--headless", action="store_true", help="no live table: JSON status lines instead")
+    sim.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
+    sim.add_argument("--external", choices=("deye",), help="leave the inverter side open for an external master")
+    sim.add_argument("--trace", metavar="FILE", help="write every bus frame to FILE (JSON lines)")
+    sim.add_argument("--no-ble", action="store_true", help="leave the BLE batteries out")
+    sim.add_argument("--status-every", type=float, default=10.0, metavar="SECONDS", help="headless status period")
+
+    trace = commands.add_parser("trace", help="bus traces")
+    trace_commands = trace.add_subparsers(dest="trace_command", metavar="ACTION")
+    trace_commands.required = True
+    show = trace_commands.add_parser("show", help="print a trace file readably")
+    show.add_argument("file", metavar="FILE")
+
     bench = commands.add_parser("bench", help="benchmarks")
     bench_kinds = bench.add_subparsers(dest="bench", metavar="BENCHMARK")
     bench_kinds.required = True
@@ -59,12 +78,24 @@ def main(argv=None):
         from . import demo
 
         return demo.run(args)
+    if args.command == "sim":
+        from . import sim
+
+        return sim.run(args)
+    if args.command == "trace":
+        from . import trace
+
+        try:
+            return 1 if trace.show(args.file, sys.stdout) else 0
+        except OSError as error:
+            sys.stderr.write("vbms trace show: cannot read %s: %s\n" % (args.file, error.strerror))
+            return 2
     if args.command == "bench":
-        from . import bench
+        from . import benchmarks
 
         if args.seconds <= 0:
             parser.error("--seconds must be positive")
-        return bench.run_codecs(args)
+        return benchmarks.run_codecs(args)
     return 2
 
 

@@ -233,15 +233,17 @@ async def disconnect_peers(adapter):
 async def find_device(address=None, name=None, adapter="hci1", timeout_s=10.0):
     """Scan until a device with this address (or name) is seen; its BLEDevice or None.
 
-    The detection callback is registered before scanning starts: BlueZoo
-    reports a device once, when discovery starts (a radio would keep
-    advertising), and bleak's find_device_by_* helpers begin listening only
-    after the scan has started, so they miss it now and then.
+    BlueZoo reports a device once, when it first sees it (a radio would keep
+    advertising): so the adapter first forgets the matching devices that are
+    not connected, and the detection callback is registered before scanning
+    starts (bleak's find_device_by_* helpers start listening after, and miss
+    it now and then).
     """
     from bleak import BleakScanner
 
     if address is None and name is None:
         raise ValueError("give an address or a name to look for")
+    await forget_devices(adapter, address)
     wanted = address.upper() if address else None
     found = {}
     event = asyncio.Event()
@@ -257,3 +259,27 @@ async def find_device(address=None, name=None, adapter="hci1", timeout_s=10.0):
         except TimeoutError:
             return None
     return found["device"]
+
+
+async def forget_devices(adapter, address=None):
+    """Remove the adapter's disconnected device objects (all, or one address)."""
+    from dbus_fast import BusType
+    from dbus_fast.aio import MessageBus
+
+    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+    try:
+        introspection = await bus.introspect("org.bluez", "/")
+        manager = bus.get_proxy_object("org.bluez", "/", introspection).get_interface(
+            "org.freedesktop.DBus.ObjectManager"
+        )
+        adapter_path = "/org/bluez/" + adapter
+        node = await bus.introspect("org.bluez", adapter_path)
+        adapter_interface = bus.get_proxy_object("org.bluez", adapter_path, node).get_interface("org.bluez.Adapter1")
+        for path, interfaces in (await manager.call_get_managed_objects()).items():
+            device = interfaces.get("org.bluez.Device1")
+            if device is None or not path.startswith(adapter_path + "/") or device["Connected"].value:
+                continue
+            if address is None or device["Address"].value.upper() == address.upper():
+                await adapter_interface.call_remove_device(path)
+    finally:
+        bus.disconnect()

@@ -1,0 +1,296 @@
+"""Bench files (TOML): the devices, addresses, buses, profile and faults of a bench.
+
+load(path) or load_default() returns a Bench; any mistake raises BenchError
+naming the key, what is wrong and what is allowed.  See hil/benches/default.toml.
+"""
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+
+from vbms_core.dissect import PROTOCOLS
+from vbms_core.jk_frames import LAYOUTS
+
+BATTERY_TYPES = ("byd_pro", "jk_ble", "jk_rs485", "jk_4e57")
+RS485_TYPES = ("byd_pro", "jk_rs485", "jk_4e57")
+CHEMISTRIES = ("LFP", "NMC", "LTO")
+GATT_LAYOUTS = ("single", "split")
+CHUNKINGS = ("mtu23", "mtu131", "mtu247")
+PROFILE_KINDS = ("constant", "day", "csv")
+FAULT_KINDS = ("drop", "corrupt", "delay", "noise", "disconnect")
+DEVICE_FAILURES = (
+    "silent",
+    "garbage",
+    "bad_checksum",
+    "slow",
+    "stuck",
+    "stop_streaming",
+    "disconnect",
+    "refuse_reconnect",
+)
+MAC = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
+
+
+class BenchError(ValueError):
+    """A bench file that cannot be used; the message names the key."""
+
+
+@dataclass
+class BusSpec:
+    name: str
+    baud: int = 9600
+    protocol: str | None = None
+
+
+@dataclass
+class BatterySpec:
+    slot: int
+    type: str
+    address: object
+    bus: str | None = None
+    name: str | None = None
+    layout: str = "JK02_32S"
+    gatt: str = "single"
+    chunking: str = "mtu131"
+    chemistry: str = "LFP"
+    cells: int = 16
+    capacity_mah: int = 50_000
+    soc_permille: int = 800
+    soh_permille: int = 1000
+    reply_delay_s: float = 0.02
+    failure: str | None = None
+
+
+@dataclass
+class FaultSpec:
+    bus: str
+    kind: str
+    source: str | None = None
+    target: str | None = None
+    probability: float = 1.0
+    count: int | None = None
+    delay_s: float = 0.05
+    noise_bytes: int = 8
+
+
+@dataclass
+class Bench:
+    name: str
+    description: str = ""
+    seed: int = 0
+    buses: dict = field(default_factory=dict)
+    inverter: dict = field(default_factory=dict)
+    profile: dict = field(default_factory=dict)
+    batteries: list = field(default_factory=list)
+    faults: list = field(default_factory=list)
+    dut: dict = field(default_factory=dict)
+    source: str = ""
+
+    def battery(self, slot):
+        return next(b for b in self.batteries if b.slot == slot)
+
+
+def _expect(condition, key, message):
+    if not condition:
+        raise BenchError("%s: %s" % (key, message))
+
+
+def _int(table, key, where, default=None, low=None, high=None):
+    value = table.get(key, default)
+    _expect(
+        isinstance(value, int) and not isinstance(value, bool),
+        "%s.%s" % (where, key),
+        "must be a whole number, not %r" % (value,),
+    )
+    if low is not None and high is not None:
+        _expect(low <= value <= high, "%s.%s" % (where, key), "must be within %d..%d, not %d" % (low, high, value))
+    return value
+
+
+def _number(table, key, where, default, low=0.0):
+    value = table.get(key, default)
+    _expect(
+        isinstance(value, (int, float)) and not isinstance(value, bool) and value >= low,
+        "%s.%s" % (where, key),
+        "must be a number >= %s, not %r" % (low, value),
+    )
+    return float(value)
+
+
+def _choice(table, key, where, choices, default=None):
+    value = table.get(key, default)
+    _expect(
+        value in choices, "%s.%s" % (where, key), "must be one of %s, not %r" % (", ".join(map(str, choices)), value)
+    )
+    return value
+
+
+def _known_keys(table, where, allowed):
+    unknown = sorted(set(table) - set(allowed))
+    _expect(not unknown, where, "unknown key(s) %s; allowed: %s" % (", ".join(unknown), ", ".join(sorted(allowed))))
+
+
+def parse(data, source="<bench>"):
+    _known_keys(data, "bench", ("name", "description", "seed", "buses", "inverter", "batteries", "faults", "dut"))
+    _expect(isinstance(data.get("name"), str) and data["name"], "name", "a bench needs a name")
+    bench = Bench(
+        name=data["name"], description=data.get("description", ""), seed=_int(data, "seed", "bench", 0), source=source
+    )
+
+    buses = data.get("buses", {})
+    _expect(isinstance(buses, dict), "buses", "must be a table of buses")
+    for name, table in buses.items():
+        where = "buses.%s" % name
+        _known_keys(table, where, ("baud", "protocol"))
+        bench.buses[name] = BusSpec(
+            name,
+            _int(table, "baud", where, 9600, 300, 4_000_000),
+            _choice(table, "protocol", where, PROTOCOLS + (None,)),
+        )
+
+    inverter = data.get("inverter", {})
+    _known_keys(
+        inverter,
+        "inverter",
+        ("bus", "units", "poll_period_s", "timeout_s", "warn_after", "identity_interval_s", "profile"),
+    )
+    if inverter:
+        _choice(inverter, "bus", "inverter", tuple(bench.buses))
+        units = inverter.get("units", list(range(15)))
+        _expect(
+            isinstance(units, list)
+            and units
+            and all(isinstance(u, int) and 0 <= u <= 14 for u in units)
+            and len(set(units)) == len(units),
+            "inverter.units",
+            "must be a list of distinct units within 0..14",
+        )
+        bench.inverter = {
+            "bus": inverter["bus"],
+            "units": units,
+            "poll_period_s": _number(inverter, "poll_period_s", "inverter", 1.0),
+            "timeout_s": _number(inverter, "timeout_s", "inverter", 0.3, 0.01),
+            "warn_after": _int(inverter, "warn_after", "inverter", 3, 1, 1000),
+            "identity_interval_s": _number(inverter, "identity_interval_s", "inverter", 60.0),
+        }
+        profile = inverter.get("profile", {"kind": "constant", "watts": 0})
+        _known_keys(
+            profile, "inverter.profile", ("kind", "watts", "peak_solar_w", "base_load_w", "day_length_s", "path")
+        )
+        kind = _choice(profile, "kind", "inverter.profile", PROFILE_KINDS, "constant")
+        bench.profile = {"kind": kind}
+        for key, default in (
+            ("watts", 0.0),
+            ("peak_solar_w", 3000.0),
+            ("base_load_w", 800.0),
+            ("day_length_s", 86400.0),
+        ):
+            if key in profile or kind != "constant":
+                low = None if key == "watts" else 0.0
+                value = profile.get(key, default)
+                _expect(
+                    isinstance(value, (int, float)) and (low is None or value >= low),
+                    "inverter.profile.%s" % key,
+                    "must be a number%s, not %r" % ("" if low is None else " >= 0", value),
+                )
+                bench.profile[key] = float(value)
+        if kind == "csv":
+            _expect(isinstance(profile.get("path"), str), "inverter.profile.path", "a csv profile needs a path")
+            bench.profile["path"] = profile["path"]
+
+    batteries = data.get("batteries", [])
+    _expect(isinstance(batteries, list), "batteries", "must be an array of tables ([[batteries]])")
+    slots = set()
+    addresses = set()
+    for index, table in enumerate(batteries):
+        where = "batteries[%d]" % index
+        _known_keys(table, where, tuple(BatterySpec.__dataclass_fields__))
+        slot = _int(table, "slot", where, None, 0, 14)
+        _expect(slot not in slots, where + ".slot", "slot %d is used twice" % slot)
+        slots.add(slot)
+        kind = _choice(table, "type", where, BATTERY_TYPES)
+        spec = BatterySpec(slot=slot, type=kind, address=table.get("address"))
+        if kind in RS485_TYPES:
+            spec.bus = _choice(table, "bus", where, tuple(bench.buses))
+            high = 63 if kind == "byd_pro" else 247
+            spec.address = _int(table, "address", where, None, 1, high)
+            _expect(
+                (spec.bus, spec.address) not in addresses,
+                where + ".address",
+                "address %d is used twice on bus %s" % (spec.address, spec.bus),
+            )
+            addresses.add((spec.bus, spec.address))
+        else:
+            _expect(
+                isinstance(spec.address, str) and MAC.match(spec.address),
+                where + ".address",
+                "a JK BLE battery needs a MAC address like C8:47:8C:10:00:01, not %r" % (spec.address,),
+            )
+            spec.address = spec.address.upper()
+            _expect(("ble", spec.address) not in addresses, where + ".address", "MAC %s is used twice" % spec.address)
+            addresses.add(("ble", spec.address))
+            spec.gatt = _choice(table, "gatt", where, GATT_LAYOUTS, "single")
+            spec.chunking = _choice(table, "chunking", where, CHUNKINGS, "mtu131")
+        if kind != "byd_pro":
+            spec.layout = _choice(table, "layout", where, LAYOUTS, "JK02_32S")
+        spec.name = table.get("name") or ("BYD-%d" % spec.address if kind == "byd_pro" else "JK-%d" % slot)
+        _expect(isinstance(spec.name, str) and 0 < len(spec.name) <= 16, where + ".name", "must be 1..16 characters")
+        spec.chemistry = _choice(table, "chemistry", where, CHEMISTRIES, "LFP")
+        spec.cells = _int(table, "cells", where, 16, 1, 24 if spec.layout != "JK02_32S" else 32)
+        spec.capacity_mah = _int(table, "capacity_mah", where, 50_000, 1_000, 10_000_000)
+        spec.soc_permille = _int(table, "soc_permille", where, 800, 0, 1000)
+        spec.soh_permille = _int(table, "soh_permille", where, 1000, 500, 1000)
+        spec.reply_delay_s = _number(table, "reply_delay_s", where, 0.02)
+        spec.failure = _choice(table, "failure", where, DEVICE_FAILURES + (None,))
+        bench.batteries.append(spec)
+    if bench.inverter:
+        for spec in bench.batteries:
+            _expect(
+                spec.slot in bench.inverter["units"],
+                "batteries slot %d" % spec.slot,
+                "the inverter does not poll unit %d (inverter.units)" % spec.slot,
+            )
+
+    faults = data.get("faults", [])
+    for index, table in enumerate(faults):
+        where = "faults[%d]" % index
+        _known_keys(table, where, tuple(FaultSpec.__dataclass_fields__))
+        fault = FaultSpec(
+            bus=_choice(table, "bus", where, tuple(bench.buses)), kind=_choice(table, "kind", where, FAULT_KINDS)
+        )
+        fault.source = table.get("source")
+        fault.target = table.get("target")
+        fault.probability = _number(table, "probability", where, 1.0)
+        _expect(fault.probability <= 1.0, where + ".probability", "must be within 0..1")
+        fault.count = table.get("count")
+        fault.delay_s = _number(table, "delay_s", where, 0.05)
+        fault.noise_bytes = _int(table, "noise_bytes", where, 8, 1, 256)
+        bench.faults.append(fault)
+
+    dut = data.get("dut", {})
+    _known_keys(dut, "dut", ("ble_address",))
+    if "ble_address" in dut:
+        _expect(
+            isinstance(dut["ble_address"], str) and MAC.match(dut["ble_address"]),
+            "dut.ble_address",
+            "must be a MAC address",
+        )
+    bench.dut = {"ble_address": dut.get("ble_address", "00:AA:BB:CC:DD:EE").upper()}
+    return bench
+
+
+def load(path):
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as error:
+        raise BenchError("cannot read bench file %s: %s" % (path, error.strerror)) from error
+    except tomllib.TOMLDecodeError as error:
+        raise BenchError("%s is not valid TOML: %s" % (path, error)) from error
+    return parse(data, str(path))
+
+
+def load_default():
+    text = resources.files("hil").joinpath("benches/default.toml").read_text()
+    return parse(tomllib.loads(text), "default")
