@@ -233,7 +233,8 @@ def test_bad_bench_files_name_the_key(change, message):
 def test_vbms_sim_command_line(tmp_path):
     bench_file = tmp_path / "small.toml"
     bench_file.write_text(
-        'name = "small"\n[buses.bms]\nbaud = 9600\nprotocol = "byd-pro"\n[buses.inverter]\nbaud = 9600\nprotocol = "deye"\n'
+        'name = "small"\n[buses.bms]\nbaud = 9600\nprotocol = "byd-pro"\n'
+        '[buses.inverter]\nbaud = 9600\nprotocol = "deye"\n'
         '[inverter]\nbus = "inverter"\nunits = [0]\ntimeout_s = 0.1\n'
         '[[batteries]]\nslot = 0\ntype = "byd_pro"\nbus = "bms"\naddress = 1\n'
     )
