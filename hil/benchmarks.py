@@ -145,3 +145,118 @@ def run_codecs(args):
             )
         )
     return 0
+
+
+# --- vbms bench wires -------------------------------------------------------------
+
+
+def bus_throughput(baud=9600, payload_bytes=4800):
+    """Bytes per second across a PTY bus: first byte in to last byte out."""
+    import serial
+
+    from .wires.rs485 import Rs485Bus
+
+    bus = Rs485Bus("bench", baud).start()
+    try:
+        sender = serial.Serial(bus.add_endpoint("a").path, baud, timeout=2)
+        receiver = serial.Serial(bus.add_endpoint("b").path, baud, timeout=2)
+        payload = bytes(index & 0xFF for index in range(payload_bytes))
+        received = bytearray()
+        sender.write(payload)
+        first = None
+        while len(received) < payload_bytes:
+            chunk = receiver.read(min(256, payload_bytes - len(received)))
+            if not chunk:
+                raise RuntimeError("the bus stopped delivering after %d bytes" % len(received))
+            if first is None:
+                first = time.perf_counter()
+                first_count = len(chunk)
+            received.extend(chunk)
+        elapsed = time.perf_counter() - first
+        intact = bytes(received) == payload
+        sender.close()
+        receiver.close()
+    finally:
+        bus.stop()
+    measured = (payload_bytes - first_count) / elapsed
+    theoretical = baud / 10
+    return {
+        "baud": baud,
+        "bytes": payload_bytes,
+        "measured_bytes_per_s": round(measured, 1),
+        "theoretical_bytes_per_s": theoretical,
+        "error_pct": round(100 * (measured - theoretical) / theoretical, 2),
+        "intact": intact,
+    }
+
+
+def ble_frame_latency(frames=12):
+    """Seconds from a JK cell-info frame being generated to its last notification at a bleak client."""
+    import asyncio
+
+    from bleak import BleakClient
+
+    from simulators.battery import BatteryModel
+    from simulators.jk.ble import CHARACTERISTIC_UUID, JkBlePeripheral
+    from simulators.jk.device import JkBms
+
+    from .wires.ble import BleEnvironment, find_device
+
+    async def measure(chunking):
+        device = JkBms(BatteryModel(), name="JK-BENCH")
+        peripheral = await JkBlePeripheral(device, adapter="hci0", chunking=chunking).start()
+        arrivals = {}
+        reassembler = jk_ble.JkReassembler()
+
+        def on_notification(_, data):
+            reassembler.feed(bytes(data))
+            while (event := reassembler.next_event()) is not modbus.NEED_DATA:
+                if isinstance(event, jk_ble.JkFrame) and event.raw[4] == 2:
+                    arrivals[event.raw[5]] = time.monotonic()
+
+        try:
+            found = await find_device(address="00:11:22:33:44:55", adapter="hci1")
+            async with BleakClient(found, bluez={"adapter": "hci1"}) as client:
+                await client.start_notify(CHARACTERISTIC_UUID, on_notification)
+                await client.write_gatt_char(
+                    CHARACTERISTIC_UUID, jk_ble.encode_command(jk_ble.GET_SETTINGS), response=False
+                )
+                await asyncio.sleep(0.55 * frames)
+        finally:
+            await peripheral.stop()
+        delays = sorted(arrivals[counter] - sent for sent, counter in peripheral.frames_sent if counter in arrivals)
+        return {
+            "chunking": chunking,
+            "frames": len(delays),
+            "median_ms": round(1000 * delays[len(delays) // 2], 2) if delays else None,
+            "max_ms": round(1000 * delays[-1], 2) if delays else None,
+        }
+
+    with BleEnvironment():
+        return [asyncio.run(measure(chunking)) for chunking in ("mtu23", "mtu131", "mtu247")]
+
+
+def run_wires(args):
+    report = {"rs485": bus_throughput(), "ble_cell_info_latency": ble_frame_latency()}
+    report["targets"] = {
+        "rs485_throughput_within_2pct": {
+            "target": 2.0,
+            "measured": abs(report["rs485"]["error_pct"]),
+            "met": abs(report["rs485"]["error_pct"]) <= 2.0,
+        }
+    }
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    bus = report["rs485"]
+    print("RS485 PTY bus at %d baud: %s B/s measured, %s theoretical (%+.2f %%), data intact: %s" % (
+        bus["baud"], bus["measured_bytes_per_s"], bus["theoretical_bytes_per_s"], bus["error_pct"], bus["intact"]))  # fmt: skip
+    print("JK cell-info frame generated -> last notification at a bleak client (BlueZoo):")
+    for row in report["ble_cell_info_latency"]:
+        print(
+            "  %-7s %2d frames  median %s ms  max %s ms"
+            % (row["chunking"], row["frames"], row["median_ms"], row["max_ms"])
+        )
+    for name, target in report["targets"].items():
+        print("  target %s: %s" % (name, "met" if target["met"] else "NOT MET"))
+    return 0

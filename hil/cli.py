@@ -64,6 +64,8 @@ def build_parser():
     codecs.add_argument("--seconds", type=float, default=0.5, help="time per CPython measurement (default 0.5)")
     codecs.add_argument("--no-micropython", action="store_true", help="skip the MicroPython (WebAssembly) measurements")
     codecs.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    wires = bench_kinds.add_parser("wires", help="RS485 bus throughput against theory; BLE frame latency over BlueZoo")
+    wires.add_argument("--json", action="store_true", help="print the results as one JSON object")
     return parser
 
 
@@ -93,6 +95,8 @@ def main(argv=None):
     if args.command == "bench":
         from . import benchmarks
 
+        if args.bench == "wires":
+            return benchmarks.run_wires(args)
         if args.seconds <= 0:
             parser.error("--seconds must be positive")
         return benchmarks.run_codecs(args)
