@@ -249,8 +249,10 @@ def run_wires(args):
         print(json.dumps(report, indent=1))
         return 0
     bus = report["rs485"]
-    print("RS485 PTY bus at %d baud: %s B/s measured, %s theoretical (%+.2f %%), data intact: %s" % (
-        bus["baud"], bus["measured_bytes_per_s"], bus["theoretical_bytes_per_s"], bus["error_pct"], bus["intact"]))  # fmt: skip
+    print(
+        "RS485 PTY bus at %d baud: %s B/s measured, %s theoretical (%+.2f %%), data intact: %s"
+        % (bus["baud"], bus["measured_bytes_per_s"], bus["theoretical_bytes_per_s"], bus["error_pct"], bus["intact"])
+    )
     print("JK cell-info frame generated -> last notification at a bleak client (BlueZoo):")
     for row in report["ble_cell_info_latency"]:
         print(
