@@ -51,6 +51,15 @@ def build_parser():
     sim.add_argument("--no-ble", action="store_true", help="leave the BLE batteries out")
     sim.add_argument("--status-every", type=float, default=10.0, metavar="SECONDS", help="headless status period")
 
+    ble = commands.add_parser("ble", help="the Bluetooth LE environment without a radio (dbus-daemon + BlueZoo)")
+    ble_commands = ble.add_subparsers(dest="ble_command", metavar="ACTION")
+    ble_commands.required = True
+    env = ble_commands.add_parser(
+        "env", help="start a private D-Bus with BlueZoo; prints its address; runs until stopped (Ctrl-C)"
+    )
+    env.add_argument("--address", action="append", metavar="MAC", help="adapter MAC address (repeat; default two)")
+    env.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
+
     trace = commands.add_parser("trace", help="bus traces")
     trace_commands = trace.add_subparsers(dest="trace_command", metavar="ACTION")
     trace_commands.required = True
@@ -84,6 +93,10 @@ def main(argv=None):
         from . import sim
 
         return sim.run(args)
+    if args.command == "ble":
+        from . import ble_cli
+
+        return ble_cli.run(args)
     if args.command == "trace":
         from . import trace
 

@@ -16,13 +16,17 @@ Physics, kept simple but plausible:
 
 import random
 
-# (SOC permille, cell mV) breakpoints; linear in between.
+# (SOC permille, cell mV) breakpoints; linear in between.  Past 1000 a cell
+# that is still pushed overshoots steeply (the BMS's over-voltage protection
+# is what stops it); charge is allowed up to OVERCHARGE_PERMILLE.
 OCV_TABLES = {
     "LFP": ((0, 2500), (50, 3000), (100, 3200), (200, 3250), (300, 3275), (500, 3300), (700, 3320),
-            (900, 3340), (950, 3380), (990, 3450), (1000, 3550)),
-    "NMC": ((0, 3000), (100, 3450), (300, 3600), (500, 3700), (700, 3850), (900, 4050), (1000, 4200)),
-    "LTO": ((0, 1800), (100, 2150), (500, 2300), (900, 2450), (1000, 2700)),
+            (900, 3340), (950, 3380), (990, 3450), (1000, 3550), (1010, 3680), (1020, 3850)),
+    "NMC": ((0, 3000), (100, 3450), (300, 3600), (500, 3700), (700, 3850), (900, 4050), (1000, 4200),
+            (1010, 4280), (1020, 4400)),
+    "LTO": ((0, 1800), (100, 2150), (500, 2300), (900, 2450), (1000, 2700), (1010, 2820), (1020, 2950)),
 }  # fmt: skip
+OVERCHARGE_PERMILLE = 1020
 
 # Protection thresholds per chemistry: (trip, recover) in mV.
 CELL_LIMITS = {
@@ -63,7 +67,7 @@ DISCHARGE_BLOCKING = (
 
 def ocv_mv(chemistry, soc_permille):
     table = OCV_TABLES[chemistry]
-    soc = min(max(soc_permille, 0), 1000)
+    soc = min(max(soc_permille, 0), OVERCHARGE_PERMILLE)
     for (soc_a, mv_a), (soc_b, mv_b) in zip(table, table[1:], strict=False):
         if soc <= soc_b:
             return mv_a + (mv_b - mv_a) * (soc - soc_a) / (soc_b - soc_a)
@@ -128,7 +132,8 @@ class BatteryModel:
 
     @property
     def soc_permille(self):
-        return round(1000 * sum(self.charge_mah) / sum(self.full_mah * f for f in self.cell_capacity_factor))
+        charge = 1000 * sum(self.charge_mah) / sum(self.full_mah * f for f in self.cell_capacity_factor)
+        return min(round(charge), 1000)
 
     @property
     def remaining_mah(self):
@@ -194,7 +199,7 @@ class BatteryModel:
         self.current_ma = current
         delta_mah = current * dt_s / 3600
         for index in range(self.cells):
-            limit = self.full_mah * self.cell_capacity_factor[index]
+            limit = self.full_mah * self.cell_capacity_factor[index] * OVERCHARGE_PERMILLE / 1000
             self.charge_mah[index] = min(max(self.charge_mah[index] + delta_mah, 0.0), limit)
         if current < 0:
             self.discharged_mah -= delta_mah

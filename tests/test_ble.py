@@ -18,9 +18,9 @@ pytestmark = pytest.mark.ble
 
 
 @pytest.fixture
-def ble():
-    with BleEnvironment() as environment:
-        yield environment
+def ble(ble_environment):
+    """The vbms pytest plugin's BLE environment (hci0: peripheral, hci1: central)."""
+    return ble_environment
 
 
 class Central:
@@ -176,3 +176,21 @@ def test_environment_leaves_no_process_behind():
     assert "bluezoo_launcher" not in listing
     assert not [line for line in listing.splitlines() if "dbus-daemon" in line and not line.startswith("Z")]
     assert address.startswith("unix:")
+
+
+def test_vbms_ble_env_command_line():
+    import json
+    import sys
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "hil.cli", "ble", "env", "--address", "C8:47:8C:00:00:01", "--duration", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stderr
+    started, stopped = (json.loads(line) for line in completed.stdout.splitlines())
+    assert started["adapters"] == [{"name": "hci0", "address": "C8:47:8C:00:00:01"}]
+    assert started["shell"].startswith("export DBUS_SYSTEM_BUS_ADDRESS=")
+    assert stopped["event"] == "stopped"
+    assert "bluezoo_launcher" not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout

@@ -274,3 +274,23 @@ def test_vbms_sim_rejects_a_bad_bench(tmp_path):
         [sys.executable, "-m", "hil.cli", "sim", "--bench", str(bench_file)], capture_output=True, text=True, timeout=30
     )
     assert completed.returncode == 2 and "batteries[0].slot: must be within 0..14" in completed.stderr
+
+
+def test_external_inverter_leaves_the_inverter_side_open():
+    bench = load_default()
+    bench.batteries = [b for b in bench.batteries if b.type == "byd_pro"][:1]
+    bench.inverter["units"] = [0]
+    with Simulation(bench, ble=False, external_deye=True) as simulation:
+        assert simulation.inverter is None
+        endpoints = simulation.endpoints()["buses"]["inverter"]["endpoints"]
+        assert set(endpoints) == {"dut", "inverter"}
+        dut = StandInDut(simulation).start()
+        try:
+            assert wait_for(lambda: simulation.devices[0].requests > 0, 10)
+            with serial.Serial(endpoints["inverter"], 9600, timeout=1) as external_master:
+                assert wait_for(lambda: dut.slave.is_served(0, int(time.monotonic() * 1e6)), 10)
+                external_master.write(bytes.fromhex("00041000001934D1"))
+                reply = external_master.read(55)
+            assert len(reply) == 55 and reply[:3] == bytes.fromhex("000432")
+        finally:
+            dut.stop()
