@@ -16,6 +16,13 @@ import random
 from vbms_core import jk_4e57, jk_ble, jk_frames, jk_pb, modbus
 from vbms_core.errors import RemoteProtocolError
 
+# What real modules of each layout report (jk-protocols.md 4): vendor, hardware, software.
+FIRMWARE = {
+    "JK02_24S": ("JK-B2A24S20P", "10.XG", "10.07"),
+    "JK02_32S": ("JK_PB2A16S20P", "15A", "15.41"),
+    "JK04": ("JK-B2A16S", "3.0", "3.3.0"),
+}
+
 FAILURES = ("silent", "garbage", "bad_checksum", "slow", "stuck", "stop_streaming", "disconnect", "refuse_reconnect")
 
 # Generic battery flags -> JK error bits (jk-protocols.md 5.1).
@@ -52,9 +59,9 @@ class JkBms:
         address=1,
         name="JK-BMS",
         serial_number="SIM0001",
-        vendor_id="JK_PB2A16S20P",
-        sw_version="15.41",
-        hw_version="15A",
+        vendor_id=None,
+        sw_version=None,
+        hw_version=None,
         reply_delay_s=0.04,
         slow_delay_s=1.5,
         seed=0,
@@ -66,9 +73,10 @@ class JkBms:
         self.address = address
         self.name = name
         self.serial_number = serial_number
-        self.vendor_id = vendor_id
-        self.sw_version = sw_version
-        self.hw_version = hw_version
+        default_vendor, default_hw, default_sw = FIRMWARE[layout]
+        self.vendor_id = vendor_id or default_vendor
+        self.sw_version = sw_version or default_sw
+        self.hw_version = hw_version or default_hw
         self.reply_delay_s = reply_delay_s
         self.slow_delay_s = slow_delay_s
         self.failure = None

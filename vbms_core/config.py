@@ -1,0 +1,211 @@
+"""The VBMS configuration: schema, defaults, validation.  Portable (MicroPython).
+
+The original firmware's keys are kept (app.refresh_ms, app.bms_uart_no,
+app.inv_uart_no, pins.led, pins.button, pins.button_hold_ms, bms0..bms14
+with type, name, addr, serial, voltage); the rest are this project's.
+
+Slot types (bmsN.type), as numbered by the original where it had them:
+  0 none, 1 BYD PRO over RS485, 2 JK-BMS over BLE, 3 JK-PB over RS485 (Modbus),
+  4 JK over RS485, legacy 4E57 protocol.
+
+validate(config) returns a complete, normalized copy or raises ConfigError
+naming the key; nothing is changed on error.  merge(config, changes) applies
+a partial update (dotted keys or nested dicts) and validates the result.
+"""
+
+from .errors import LocalProtocolError
+
+SLOTS = 15
+TYPE_NONE = 0
+TYPE_BYD_PRO = 1
+TYPE_JK_BLE = 2
+TYPE_JK_PB = 3
+TYPE_JK_4E57 = 4
+TYPE_NAMES = {0: "none", 1: "byd_pro", 2: "jk_ble", 3: "jk_pb", 4: "jk_4e57"}
+RS485_TYPES = (TYPE_BYD_PRO, TYPE_JK_PB, TYPE_JK_4E57)
+
+# key: (kind, default, low, high); kind "int", "str" (high = max length), "bool", "float"
+SCHEMA = {
+    "app.refresh_ms": ("int", 1000, 100, 60000),
+    "app.bms_uart_no": ("int", 2, 0, 2),
+    "app.inv_uart_no": ("int", 1, 0, 2),
+    "app.bms_baud": ("int", 9600, 1200, 921600),
+    "app.inv_baud": ("int", 9600, 1200, 115200),
+    "app.stale_s": ("int", 10, 2, 600),
+    "app.bms_timeout_ms": ("int", 250, 20, 5000),
+    "app.bms_retries": ("int", 1, 0, 5),
+    "app.bms_gap_ms": ("int", 5, 0, 1000),
+    "app.ble_max_connections": ("int", 4, 1, 8),
+    "app.ble_timeout_s": ("int", 5, 2, 120),
+    "app.max_charge_current_a": ("int", 100, 0, 655),
+    "pins.led": ("int", -1, -1, 48),
+    "pins.button": ("int", -1, -1, 48),
+    "pins.button_hold_ms": ("int", 5000, 500, 60000),
+    "rpc.auth_token": ("str", "", 0, 64),
+    "mqtt.enable": ("bool", False, None, None),
+    "mqtt.server": ("str", "", 0, 128),
+    "mqtt.topic_prefix": ("str", "vbms", 1, 64),
+    "device.id": ("str", "vbms", 1, 32),
+}
+SLOT_SCHEMA = {
+    "type": ("int", TYPE_NONE, 0, 4),
+    "name": ("str", "", 0, 31),
+    "addr": ("str", "", 0, 17),
+    "serial": ("str", "", 0, 20),
+    "voltage": ("float", 55.2, 40.0, 64.0),
+    "max_charge_a": ("int", 0, 0, 655),
+}
+
+
+class ConfigError(LocalProtocolError):
+    """A configuration value that cannot be used; key names it."""
+
+    def __init__(self, key, message):
+        super().__init__("%s: %s" % (key, message))
+        self.key = key
+
+
+def _check(key, value, spec):
+    kind, _, low, high = spec
+    if kind == "bool":
+        if value is not True and value is not False:
+            raise ConfigError(key, "must be true or false, not %r" % (value,))
+        return value
+    if kind == "int":
+        if not isinstance(value, int) or value is True or value is False:
+            raise ConfigError(key, "must be a whole number, not %r" % (value,))
+        if not low <= value <= high:
+            raise ConfigError(key, "must be within %d..%d, not %d" % (low, high, value))
+        return value
+    if kind == "float":
+        if not isinstance(value, (int, float)) or value is True or value is False:
+            raise ConfigError(key, "must be a number, not %r" % (value,))
+        if not low <= value <= high:
+            raise ConfigError(key, "must be within %s..%s, not %s" % (low, high, value))
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(key, "must be text, not %r" % (value,))
+    if not low <= len(value) <= high:
+        raise ConfigError(key, "must be %d..%d characters long" % (low, high))
+    for char in value:
+        if ord(char) < 0x20:
+            raise ConfigError(key, "must not contain control characters")
+    return value
+
+
+def is_mac(text):
+    parts = text.split(":")
+    if len(parts) != 6:
+        return False
+    for part in parts:
+        if len(part) != 2:
+            return False
+        for char in part:
+            if char not in "0123456789abcdefABCDEF":
+                return False
+    return True
+
+
+def defaults():
+    config = {}
+    for key in SCHEMA:
+        config[key] = SCHEMA[key][1]
+    for slot in range(SLOTS):
+        for field in SLOT_SCHEMA:
+            config["bms%d.%s" % (slot, field)] = SLOT_SCHEMA[field][1]
+    return config
+
+
+def flatten(tree, prefix="", out=None):
+    """{"app": {"stale_s": 5}} -> {"app.stale_s": 5}; flat keys pass through."""
+    if out is None:
+        out = {}
+    for key in tree:
+        value = tree[key]
+        name = prefix + key
+        if isinstance(value, dict):
+            flatten(value, name + ".", out)
+        else:
+            out[name] = value
+    return out
+
+
+def nest(flat):
+    tree = {}
+    for key in sorted(flat):
+        node = tree
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = flat[key]
+    return tree
+
+
+def validate(config):
+    """A complete, checked flat config from any (flat or nested) input."""
+    if not isinstance(config, dict):
+        raise ConfigError("config", "must be an object")
+    flat = flatten(config)
+    result = defaults()
+    for key in flat:
+        value = flat[key]
+        if key in SCHEMA:
+            result[key] = _check(key, value, SCHEMA[key])
+            continue
+        slot_key = key.split(".")
+        if len(slot_key) == 2 and slot_key[0][:3] == "bms" and slot_key[1] in SLOT_SCHEMA:
+            number = slot_key[0][3:]
+            if number.isdigit() and int(number) < SLOTS and str(int(number)) == number:
+                result[key] = _check(key, value, SLOT_SCHEMA[slot_key[1]])
+                continue
+        raise ConfigError(key, "unknown setting")
+    seen = {}
+    for slot in range(SLOTS):
+        prefix = "bms%d." % slot
+        kind = result[prefix + "type"]
+        address = result[prefix + "addr"]
+        if kind == TYPE_NONE:
+            continue
+        if kind == TYPE_JK_BLE:
+            if not is_mac(address):
+                raise ConfigError(
+                    prefix + "addr", "a JK BLE slot needs a MAC address like C8:47:8C:10:00:01, not %r" % (address,)
+                )
+            address = address.upper()
+            result[prefix + "addr"] = address
+            identity = ("ble", address)
+        else:
+            if not address.isdigit() or not 1 <= int(address) <= 247:
+                raise ConfigError(prefix + "addr", "an RS485 slot needs a Modbus address 1..247, not %r" % (address,))
+            if kind == TYPE_BYD_PRO and int(address) > 63:
+                raise ConfigError(prefix + "addr", "a BYD PRO DIP address is 1..63, not %s" % address)
+            result[prefix + "addr"] = str(int(address))
+            identity = ("rs485", int(address))
+        if identity in seen:
+            raise ConfigError(prefix + "addr", "already used by bms%d" % seen[identity])
+        seen[identity] = slot
+    return result
+
+
+def merge(config, changes):
+    """config with changes applied, validated; config itself is left as it was."""
+    if not isinstance(changes, dict):
+        raise ConfigError("config", "changes must be an object")
+    updated = dict(config)
+    flat = flatten(changes)
+    for key in flat:
+        updated[key] = flat[key]
+    return validate(updated)
+
+
+def slot_config(config, slot):
+    prefix = "bms%d." % slot
+    return {field: config[prefix + field] for field in SLOT_SCHEMA}
+
+
+def public(config):
+    """The config as Config.Get shows it: secrets masked."""
+    shown = dict(config)
+    if shown.get("rpc.auth_token"):
+        shown["rpc.auth_token"] = "***"
+    return shown
