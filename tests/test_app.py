@@ -141,9 +141,12 @@ def test_rpc_summary_shape_matches_the_original_interface():
     summary, error = wiring.proxy.rpc("VBMS.GetSummary", {}, wiring.now_us, wall_s=1_700_000_000)
     assert error is None and summary["timestamp"] == 1_700_000_000
     row = summary["bms"][0]
-    for key in ("addr", "serial_no", "model", "last_update", "pack_voltage", "pack_current", "remain_capacity",
-                "cell_temp_avg", "env_temp", "warning", "protection", "fault_status", "SOC", "SOH",
-                "full_charge_capacity", "cycle_count", "max_charge_current", "nominal_float_voltage", "design_capacity"):  # fmt: skip
+    original_fields = (
+        "addr", "serial_no", "model", "last_update", "pack_voltage", "pack_current", "remain_capacity",
+        "cell_temp_avg", "env_temp", "warning", "protection", "fault_status", "SOC", "SOH",
+        "full_charge_capacity", "cycle_count", "max_charge_current", "nominal_float_voltage", "design_capacity",
+    )  # fmt: skip
+    for key in original_fields:
         assert key in row, key
     assert row["model"] == "BYD PRO 2.5" and row["addr"] == 1 and row["status"] == "online"
     assert len(row["cells"]) == 16

@@ -40,8 +40,10 @@ BLE_STREAMING = 3
 
 
 class Slot:
-    __slots__ = ("index", "kind", "address", "name", "serial", "voltage_mv", "max_charge_ma", "reading", "updated_us",
-                 "status", "error", "model", "device_serial", "settings", "layout", "polls", "answers", "failures")  # fmt: skip
+    __slots__ = (
+        "index", "kind", "address", "name", "serial", "voltage_mv", "max_charge_ma", "reading", "updated_us",
+        "status", "error", "model", "device_serial", "settings", "layout", "polls", "answers", "failures",
+    )  # fmt: skip
 
     def __init__(self, index):
         self.index = index
