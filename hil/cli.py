@@ -49,7 +49,27 @@ def build_parser():
     sim.add_argument("--external", choices=("deye",), help="leave the inverter side open for an external master")
     sim.add_argument("--trace", metavar="FILE", help="write every bus frame to FILE (JSON lines)")
     sim.add_argument("--no-ble", action="store_true", help="leave the BLE batteries out")
+    sim.add_argument(
+        "--dut",
+        choices=("vbms", "open"),
+        default="vbms",
+        help="start vbms run between the devices (default), or leave its ports open",
+    )
     sim.add_argument("--status-every", type=float, default=10.0, metavar="SECONDS", help="headless status period")
+
+    run = commands.add_parser(
+        "run",
+        help="run the VBMS on this computer (a virtual ESP32, or a gateway with USB-RS485 adapters)",
+        description="The VBMS proxy: polls the batteries, answers the DEYE inverter, serves RPC over HTTP/WebSocket.",
+    )
+    run.add_argument(
+        "--config", required=True, metavar="FILE", help="configuration (JSON); created with defaults if missing"
+    )
+    run.add_argument("--bms-port", metavar="PORT", help="serial port of the BMS-side RS485 bus")
+    run.add_argument("--inv-port", metavar="PORT", help="serial port of the inverter-side RS485 bus")
+    run.add_argument("--ble-adapter", metavar="HCI", help="Bluetooth adapter for JK-BMS over BLE (e.g. hci0)")
+    run.add_argument("--http-host", default="127.0.0.1", help="address the RPC server listens on (default 127.0.0.1)")
+    run.add_argument("--http-port", type=int, default=8080, help="RPC server port (default 8080)")
 
     ble = commands.add_parser("ble", help="the Bluetooth LE environment without a radio (dbus-daemon + BlueZoo)")
     ble_commands = ble.add_subparsers(dest="ble_command", metavar="ACTION")
@@ -93,6 +113,10 @@ def main(argv=None):
         from . import sim
 
         return sim.run(args)
+    if args.command == "run":
+        from . import runtime
+
+        return runtime.run(args)
     if args.command == "ble":
         from . import ble_cli
 

@@ -4,17 +4,25 @@ Simulation(bench) builds it: one PTY RS485 bus per [buses] entry, every
 battery as its device on its bus or as a BLE peripheral (one BlueZoo adapter,
 so one MAC, per JK module), the DEYE inverter on the pymodbus client, and a
 clock that advances the battery models with the current the inverter's power
-profile sends them.  The device under test attaches to the "dut" endpoint of
-each bus and to the BLE adapter named in endpoints()["ble"]["dut_adapter"].
+profile sends them.  The device under test is `vbms run` (a separate
+process, configured from the bench) on the "dut" endpoint of each bus and the
+BLE adapter endpoints()["ble"]["dut_adapter"]; with dut="open" those are left
+for another device (a real ESP32 behind USB-RS485 adapters, say).
 """
 
 import asyncio
 import json
 import logging
+import os
+import secrets
 import signal
+import socket
+import subprocess
 import sys
+import tempfile
 import threading
 import time
+import urllib.request
 
 from simulators.battery import BatteryModel
 from simulators.byd.device import BydModule
@@ -38,8 +46,15 @@ class _JkRs485Model:
 
 
 class Simulation:
-    def __init__(self, bench, trace_path=None, external_deye=False, ble=True):
+    def __init__(self, bench, trace_path=None, external_deye=False, ble=True, dut="vbms", http_port=None):
+        if dut not in ("vbms", "open"):
+            raise BenchError("dut must be 'vbms' (start vbms run) or 'open', not %r" % (dut,))
         self.bench = bench
+        self.dut_mode = dut
+        self.http_port = http_port
+        self.dut_process = None
+        self.dut_dir = None
+        self.dut_token = None
         self.trace = Trace(trace_path, {name: bus.protocol for name, bus in bench.buses.items()})
         self.external_deye = external_deye
         self.use_ble = ble
@@ -109,6 +124,8 @@ class Simulation:
         for device in self.serial_devices:
             device.start()
         self._start_ble()
+        if self.dut_mode == "vbms":
+            self._start_vbms()
         if bench.inverter and not self.external_deye:
             logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # a silent unit is news here, not an error
             self.inverter = DeyeInverter(
@@ -150,6 +167,91 @@ class Simulation:
             asyncio.run_coroutine_threadsafe(peripheral.start(), self._loop).result(timeout=30)
             self.peripherals[spec.slot] = peripheral
 
+    # --- the device under test: vbms run ----------------------------------------------
+
+    def vbms_config(self):
+        """The VBMS configuration for this bench: one slot per battery, at its unit."""
+        types = {"byd_pro": 1, "jk_ble": 2, "jk_rs485": 3, "jk_4e57": 4}
+        config = {"rpc.auth_token": self.dut_token, "device.id": "vbms-sim"}
+        bms_buses = {spec.bus for spec in self.bench.batteries if spec.bus}
+        if bms_buses:
+            config["app.bms_baud"] = self.buses[bms_buses.pop()].baud
+        if self.bench.inverter:
+            config["app.inv_baud"] = self.buses[self.bench.inverter["bus"]].baud
+        for spec in self.bench.batteries:
+            prefix = "bms%d." % spec.slot
+            config[prefix + "type"] = types[spec.type]
+            config[prefix + "addr"] = str(spec.address)
+            config[prefix + "name"] = spec.name
+        return config
+
+    def _start_vbms(self):
+        bms_buses = sorted({spec.bus for spec in self.bench.batteries if spec.bus})
+        if len(bms_buses) > 1:
+            raise BenchError("the VBMS has one BMS port; this bench puts batteries on buses %s" % ", ".join(bms_buses))
+        self.dut_token = secrets.token_urlsafe(12)
+        self.dut_dir = tempfile.mkdtemp(prefix="vbms-dut-")
+        config_path = os.path.join(self.dut_dir, "config.json")
+        with open(config_path, "w", encoding="utf-8") as handle:
+            json.dump(self.vbms_config(), handle, indent=1)
+        if self.http_port is None:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                self.http_port = probe.getsockname()[1]
+        command = [sys.executable, "-m", "hil.cli", "run", "--config", config_path, "--http-port", str(self.http_port)]
+        if bms_buses:
+            command += ["--bms-port", self.buses[bms_buses[0]].endpoint(DUT).path]
+        if self.bench.inverter:
+            command += ["--inv-port", self.buses[self.bench.inverter["bus"]].endpoint(DUT).path]
+        env = dict(os.environ)
+        if self.ble is not None:
+            command += ["--ble-adapter", self.ble.adapters[-1]]
+            env["DBUS_SYSTEM_BUS_ADDRESS"] = self.ble.address
+        self.dut_log = os.path.join(self.dut_dir, "vbms.log")
+        with open(self.dut_log, "w") as log:
+            self.dut_process = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.dut_process.poll() is not None:
+                raise RuntimeError("vbms run exited at start:\n" + open(self.dut_log).read()[-2000:])
+            try:
+                self.rpc("Sys.GetInfo")
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("vbms run did not answer RPC within 20 s:\n" + open(self.dut_log).read()[-2000:])
+
+    @property
+    def http_url(self):
+        return None if self.dut_process is None else "http://127.0.0.1:%d" % self.http_port
+
+    def rpc(self, method, params=None, token=None, timeout_s=10):
+        """Call the device under test over HTTP; returns (status, decoded JSON)."""
+        data = None if params is None else json.dumps(params).encode()
+        request = urllib.request.Request(
+            "http://127.0.0.1:%d/rpc/%s" % (self.http_port, method), data=data, method="POST" if data else "GET"
+        )
+        if token:
+            request.add_header("Authorization", "Bearer " + token)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"null")
+
+    def _stop_vbms(self):
+        if self.dut_process is None:
+            return
+        if self.dut_process.poll() is None:
+            os.killpg(self.dut_process.pid, signal.SIGTERM)
+            try:
+                self.dut_process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.dut_process.pid, signal.SIGKILL)
+                self.dut_process.wait()
+
     def _clock(self):
         last = time.monotonic()
         while not self._stop.wait(0.1):
@@ -166,6 +268,7 @@ class Simulation:
         self._stop.set()
         if self.inverter is not None:
             self.inverter.stop()
+        self._stop_vbms()
         for device in self.serial_devices:
             device.stop()
         if self._loop is not None:
@@ -191,7 +294,17 @@ class Simulation:
     # --- what a device under test, or a person, needs to know ---------------------
 
     def endpoints(self):
-        result = {"event": "started", "bench": self.bench.name, "dut": "open", "buses": {}}
+        result = {"event": "started", "bench": self.bench.name, "buses": {}}
+        if self.dut_process is not None:
+            result["dut"] = {
+                "kind": "vbms run",
+                "pid": self.dut_process.pid,
+                "http": self.http_url,
+                "token": self.dut_token,
+                "log": self.dut_log,
+            }
+        else:
+            result["dut"] = "open"
         for name, bus in self.buses.items():
             result["buses"][name] = {
                 "baud": bus.baud,
@@ -248,7 +361,9 @@ def run(args):
     stop = threading.Event()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signal_number, lambda *_: stop.set())
-    simulation = Simulation(bench, trace_path=args.trace, external_deye=args.external == "deye", ble=not args.no_ble)
+    simulation = Simulation(
+        bench, trace_path=args.trace, external_deye=args.external == "deye", ble=not args.no_ble, dut=args.dut
+    )
     try:
         simulation.start()
     except Exception as error:  # noqa: BLE001 - report, clean up, fail

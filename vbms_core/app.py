@@ -8,7 +8,7 @@ Inputs (now_us: a monotonic clock in microseconds, given by the driver):
   inv_bytes(data, now_us)       bytes from the inverter-side RS485 port
   ble_event(kind, slot, data, now_us)
         kind: "connected", "connect_failed", "disconnected", "notify",
-              "scan_result" (data: list of [address, name, rssi])
+              "scan_result" (data: list of [address, name, rssi, connected])
   tick(now_us)                  call often (every few ms while a bus is busy)
   rpc(method, params, now_us, token=None, wall_s=None) -> (result, error)
 Output: take_actions() returns and clears the list of actions, tuples:

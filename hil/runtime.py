@@ -1,0 +1,412 @@
+"""`vbms run`: the VBMS on Linux, a virtual ESP32 (simulation, or a gateway on a
+Raspberry Pi with USB-RS485 adapters and a Bluetooth dongle).
+
+An asyncio driver for vbms_core.app.Proxy: pyserial for the BMS and inverter
+ports, bleak for the JK modules, microdot for RPC over HTTP (GET|POST
+/rpc/<Method>) and a WebSocket at /rpc (Mongoose-OS-style frames), the
+configuration as JSON saved atomically.  Logs are JSON lines on stderr.
+SIGINT/SIGTERM stop it cleanly.
+
+No fixed default password: when the configuration has no rpc.auth_token, a
+random one is generated, saved, and printed once on the console.
+"""
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import sys
+import tempfile
+import time
+
+from vbms_core import app as app_module
+from vbms_core import config as config_module
+
+
+def now_us():
+    return int(time.monotonic() * 1_000_000)
+
+
+class Log:
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+
+    def __call__(self, event, level="info", **fields):
+        record = {"t": round(time.time(), 3), "level": level, "event": event}
+        record.update(fields)
+        self.stream.write(json.dumps(record, default=str) + "\n")
+        self.stream.flush()
+
+
+def save_config_atomically(path, flat_config):
+    """Write, sync, rename: a power cut leaves the old file or the new one, never half of one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=".vbms-config-", dir=directory)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(config_module.nest(flat_config), stream, indent=1, sort_keys=True)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+        directory_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(directory_fd)
+        finally:
+            os.close(directory_fd)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def load_config(path, log):
+    """The validated config; a missing file gives the defaults.  Raises ConfigError / ValueError."""
+    if not os.path.exists(path):
+        log("config_missing", path=path, note="starting from the defaults")
+        return config_module.defaults()
+    with open(path, encoding="utf-8") as stream:
+        try:
+            data = json.load(stream)
+        except ValueError as error:
+            raise ValueError("%s is not valid JSON: %s" % (path, error)) from error
+    return config_module.validate(data)
+
+
+class BleCentral:
+    """The BLE side of the driver: one bleak client per JK slot."""
+
+    def __init__(self, adapter, deliver, log):
+        self.adapter = adapter
+        self.deliver = deliver  # deliver(kind, slot, data)
+        self.log = log
+        self.clients = {}
+        self.writers = {}
+        self.names = {}  # slot -> (address, advertised name) of the connected modules
+
+    async def connect(self, slot, address):
+        from bleak import BleakClient
+
+        from .wires.ble import find_device
+
+        try:
+            device = await find_device(address=address, adapter=self.adapter, timeout_s=10)
+            if device is None:
+                raise ConnectionError("%s not found" % address)
+            client = BleakClient(
+                device, bluez={"adapter": self.adapter}, disconnected_callback=lambda _: self._lost(slot)
+            )
+            await client.connect()
+            characteristics = [c for s in client.services for c in s.characteristics if c.uuid.startswith("0000ffe1")]
+            writer = next(c for c in characteristics if {"write", "write-without-response"} & set(c.properties))
+            notifier = next(c for c in characteristics if "notify" in c.properties)
+            self.clients[slot] = client
+            self.writers[slot] = writer
+            self.names[slot] = (device.address, device.name or "")
+            await client.start_notify(notifier, lambda _, data: self.deliver("notify", slot, bytes(data)))
+        except Exception as error:  # noqa: BLE001 - every failure is a failed connection to the core
+            self.log("ble_connect_failed", level="warning", slot=slot, address=address, error=str(error))
+            self.deliver("connect_failed", slot, str(error))
+            return
+        self.log("ble_connected", slot=slot, address=address)
+        self.deliver("connected", slot, None)
+
+    def _lost(self, slot):
+        if self.clients.pop(slot, None) is not None:
+            self.writers.pop(slot, None)
+            self.log("ble_disconnected", level="warning", slot=slot)
+            self.deliver("disconnected", slot, "link lost")
+
+    async def write(self, slot, data):
+        client = self.clients.get(slot)
+        if client is None:
+            return
+        try:
+            await client.write_gatt_char(self.writers[slot], data, response=False)
+        except Exception as error:  # noqa: BLE001
+            self.log("ble_write_failed", level="warning", slot=slot, error=str(error))
+
+    async def disconnect(self, slot):
+        client = self.clients.pop(slot, None)
+        self.writers.pop(slot, None)
+        if client is not None:
+            try:
+                await client.disconnect()
+            except Exception:  # noqa: BLE001 - gone already
+                pass
+
+    async def scan(self, seconds):
+        from bleak import BleakScanner
+
+        from .wires.ble import forget_devices
+
+        try:
+            await forget_devices(self.adapter)
+            found = await BleakScanner.discover(timeout=seconds, adapter=self.adapter, return_adv=True)
+            results = [[d.address, a.local_name or d.name or "", a.rssi, False] for d, a in found.values()]
+            # Modules we are connected to do not advertise: list them too.
+            seen = {row[0] for row in results}
+            for slot in self.clients:
+                address, name = self.names.get(slot, ("", ""))
+                if address and address not in seen:
+                    results.append([address, name, None, True])
+        except Exception as error:  # noqa: BLE001
+            self.log("ble_scan_failed", level="warning", error=str(error))
+            results = []
+        self.deliver("scan_result", None, sorted(results))
+
+    async def close(self):
+        for slot in list(self.clients):
+            await self.disconnect(slot)
+
+
+class Runtime:
+    def __init__(
+        self,
+        config_path,
+        bms_port=None,
+        inv_port=None,
+        ble_adapter=None,
+        http_host="127.0.0.1",
+        http_port=8080,
+        log=None,
+    ):
+        self.config_path = config_path
+        self.bms_port = bms_port
+        self.inv_port = inv_port
+        self.ble_adapter = ble_adapter
+        self.http_host = http_host
+        self.http_port = http_port
+        self.log = log or Log()
+        self.proxy = None
+        self.ports = {}
+        self.ble = None
+        self.web = None
+        self.stop_event = None
+        self.tasks = []
+        self.scan_waiters = []
+
+    # --- start and stop ------------------------------------------------------------
+
+    def prepare_config(self):
+        config = load_config(self.config_path, self.log)
+        if not config["rpc.auth_token"]:
+            config["rpc.auth_token"] = secrets.token_urlsafe(18)
+            save_config_atomically(self.config_path, config)
+            sys.stderr.write(
+                "vbms run: generated an RPC token for state-changing calls (saved in %s):\n  %s\n"
+                % (self.config_path, config["rpc.auth_token"])
+            )
+        return config
+
+    async def run(self, stop_event=None):
+        import serial
+
+        self.stop_event = stop_event or asyncio.Event()
+        config = self.prepare_config()
+        self.proxy = app_module.Proxy(config, now_us())
+        loop = asyncio.get_running_loop()
+        for role, path, baud in (
+            ("bms", self.bms_port, config["app.bms_baud"]),
+            ("inv", self.inv_port, config["app.inv_baud"]),
+        ):
+            if path is None:
+                continue
+            port = serial.Serial(path, baud, timeout=0)
+            self.ports[role] = port
+            loop.add_reader(port.fileno(), self._readable, role)
+        if self.ble_adapter is not None:
+            self.ble = BleCentral(self.ble_adapter, self._ble_event, self.log)
+        self.web = self._web_app()
+        self.tasks = [
+            asyncio.create_task(self._ticker()),
+            asyncio.create_task(self.web.start_server(host=self.http_host, port=self.http_port)),
+        ]
+        self.log(
+            "started",
+            config=self.config_path,
+            bms_port=self.bms_port,
+            inv_port=self.inv_port,
+            ble_adapter=self.ble_adapter,
+            http="http://%s:%d" % (self.http_host, self.http_port),
+            slots=[s.index for s in self.proxy.slots if s.kind],
+        )
+        await self.stop_event.wait()
+        await self.close()
+
+    async def close(self):
+        self.web.shutdown()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        for port in self.ports.values():
+            loop.remove_reader(port.fileno())
+            port.close()
+        if self.ble is not None:
+            await self.ble.close()
+        self.log("stopped")
+
+    # --- I/O into the core ------------------------------------------------------------
+
+    def _readable(self, role):
+        try:
+            data = self.ports[role].read(4096)
+        except OSError as error:
+            self.log("port_error", level="error", port=role, error=str(error))
+            return
+        if not data:
+            return
+        if role == "bms":
+            self.proxy.bms_bytes(data, now_us())
+        else:
+            self.proxy.inv_bytes(data, now_us())
+        self._execute()
+
+    def _ble_event(self, kind, slot, data):
+        self.proxy.ble_event(kind, slot, data, now_us())
+        if kind == "scan_result":
+            for waiter in self.scan_waiters:
+                if not waiter.done():
+                    waiter.set_result(data)
+            self.scan_waiters = []
+        self._execute()
+
+    async def _ticker(self):
+        while True:
+            self.proxy.tick(now_us())
+            self._execute()
+            await asyncio.sleep(0.002)
+
+    def _execute(self):
+        for action in self.proxy.take_actions():
+            kind = action[0]
+            if kind == "bms_write" and "bms" in self.ports:
+                self.ports["bms"].write(action[1])
+            elif kind == "inv_write" and "inv" in self.ports:
+                self.ports["inv"].write(action[1])
+            elif kind == "ble_connect" and self.ble is not None:
+                asyncio.ensure_future(self.ble.connect(action[1], action[2]))
+            elif kind == "ble_connect":
+                self.proxy.ble_event("connect_failed", action[1], "no BLE adapter configured (--ble-adapter)", now_us())
+            elif kind == "ble_write" and self.ble is not None:
+                asyncio.ensure_future(self.ble.write(action[1], action[2]))
+            elif kind == "ble_disconnect" and self.ble is not None:
+                asyncio.ensure_future(self.ble.disconnect(action[1]))
+            elif kind == "ble_scan":
+                if self.ble is not None:
+                    asyncio.ensure_future(self.ble.scan(action[1]))
+                else:
+                    self.proxy.ble_event("scan_result", None, [], now_us())
+            elif kind == "save_config":
+                save_config_atomically(self.config_path, action[1])
+                self.log("config_saved", path=self.config_path)
+            elif kind == "reboot":
+                asyncio.ensure_future(self._reboot())
+
+    async def _reboot(self):
+        """A virtual reboot: the core starts again from the saved configuration."""
+        await asyncio.sleep(0.1)
+        if self.ble is not None:
+            await self.ble.close()
+        self.proxy = app_module.Proxy(load_config(self.config_path, self.log), now_us())
+        self.log("rebooted")
+
+    # --- RPC ---------------------------------------------------------------------------
+
+    async def call(self, method, params, token):
+        result, error = self.proxy.rpc(method, params, now_us(), token=token, wall_s=int(time.time()))
+        self._execute()
+        if error is None and method == "VBMS.ScanBLE":
+            waiter = asyncio.get_running_loop().create_future()
+            self.scan_waiters.append(waiter)
+            try:
+                devices = await asyncio.wait_for(waiter, result["seconds"] + 15)
+            except TimeoutError:
+                devices = []
+            result = {"devices": [{"address": a, "name": n, "rssi": r, "connected": c} for a, n, r, c in devices]}
+        return result, error
+
+    def _web_app(self):
+        from microdot import Microdot
+        from microdot.websocket import with_websocket
+
+        web = Microdot()
+        runtime = self
+
+        def token_of(request, frame=None):
+            header = request.headers.get("Authorization", "")
+            if header.startswith("Bearer "):
+                return header[7:]
+            if frame and isinstance(frame.get("auth"), dict):
+                return frame["auth"].get("token")
+            return None
+
+        @web.route("/rpc/<method>", methods=["GET", "POST"])
+        async def http_rpc(request, method):
+            if request.method == "POST" and request.body:
+                try:
+                    params = json.loads(request.body)
+                except ValueError:
+                    return {"error": {"code": -32700, "message": "the request body is not JSON"}}, 400
+            else:
+                params = {key: request.args.get(key) for key in request.args}
+            result, error = await runtime.call(method, params, token_of(request))
+            if error is not None:
+                status = 401 if error["code"] == 401 else 404 if error["code"] == -32601 else 400
+                return {"error": error}, status
+            return result
+
+        @web.route("/rpc")
+        @with_websocket
+        async def websocket_rpc(request, socket):
+            while True:
+                text = await socket.receive()
+                try:
+                    frame = json.loads(text)
+                    if not isinstance(frame, dict) or not isinstance(frame.get("method"), str):
+                        raise ValueError("a frame needs a method")
+                except ValueError as error:
+                    await socket.send(json.dumps({"id": None, "error": {"code": -32700, "message": str(error)}}))
+                    continue
+                result, error = await runtime.call(frame["method"], frame.get("params") or {}, token_of(request, frame))
+                reply = {"id": frame.get("id")}
+                if error is None:
+                    reply["result"] = result
+                else:
+                    reply["error"] = error
+                await socket.send(json.dumps(reply))
+
+        return web
+
+
+def run(args):
+    log = Log()
+    runtime = Runtime(
+        args.config,
+        bms_port=args.bms_port,
+        inv_port=args.inv_port,
+        ble_adapter=args.ble_adapter,
+        http_host=args.http_host,
+        http_port=args.http_port,
+        log=log,
+    )
+    try:
+        runtime.prepare_config()
+    except (config_module.ConfigError, ValueError, OSError) as error:
+        sys.stderr.write("vbms run: bad configuration: %s\n" % error)
+        return 2
+
+    async def main():
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signal_number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signal_number, stop.set)
+        await runtime.run(stop)
+
+    try:
+        asyncio.run(main())
+    except OSError as error:
+        sys.stderr.write("vbms run: %s\n" % error)
+        return 1
+    return 0
