@@ -97,7 +97,7 @@ def test_default_bench_end_to_end_with_a_device_under_test(tmp_path):
     trace_path = tmp_path / "trace.jsonl"
     bench = load_default()
     bench.profile = {"kind": "constant", "watts": 0.0}  # steady values to compare against the models
-    with Simulation(bench, trace_path=str(trace_path)) as simulation:
+    with Simulation(bench, trace_path=str(trace_path), dut="open") as simulation:
         endpoints = simulation.endpoints()
         assert set(endpoints["buses"]) == {"inverter", "bms"}
         assert [d["address"] for d in endpoints["ble"]["devices"]] == [
@@ -165,7 +165,7 @@ def test_a_silent_battery_raises_the_communication_warning():
     bench.batteries = [b for b in bench.batteries if b.type == "byd_pro"]
     bench.inverter["units"] = [0, 1, 2, 3]
     bench.inverter["poll_period_s"] = 0.3
-    with Simulation(bench, ble=False) as simulation:
+    with Simulation(bench, ble=False, dut="open") as simulation:
         dut = StandInDut(simulation).start()
         try:
             inverter = simulation.inverter
@@ -186,7 +186,7 @@ def test_inverter_current_flows_back_into_the_batteries():
     bench.inverter["units"] = [0, 1]
     bench.inverter["poll_period_s"] = 0.2
     bench.profile = {"kind": "constant", "watts": 5000.0}
-    with Simulation(bench, ble=False) as simulation:
+    with Simulation(bench, ble=False, dut="open") as simulation:
         dut = StandInDut(simulation).start()
         try:
             assert wait_for(lambda: simulation.batteries[0].current_ma > 0, 20)
@@ -260,7 +260,8 @@ def test_vbms_sim_command_line(tmp_path):
     assert completed.returncode == 0, completed.stderr
     lines = [json.loads(line) for line in completed.stdout.splitlines()]
     assert lines[0]["event"] == "started" and "dut" in lines[0]["buses"]["bms"]["endpoints"]
-    assert lines[-1]["event"] == "stopped" and lines[-1]["inverter"]["answering"] == []
+    assert lines[0]["dut"]["kind"] == "vbms run"
+    assert lines[-1]["event"] == "stopped" and lines[-1]["inverter"]["answering"] == [0]
     shown = subprocess.run(
         [sys.executable, "-m", "hil.cli", "trace", "show", str(trace_file)], capture_output=True, text=True
     )
@@ -280,7 +281,7 @@ def test_external_inverter_leaves_the_inverter_side_open():
     bench = load_default()
     bench.batteries = [b for b in bench.batteries if b.type == "byd_pro"][:1]
     bench.inverter["units"] = [0]
-    with Simulation(bench, ble=False, external_deye=True) as simulation:
+    with Simulation(bench, ble=False, external_deye=True, dut="open") as simulation:
         assert simulation.inverter is None
         endpoints = simulation.endpoints()["buses"]["inverter"]["endpoints"]
         assert set(endpoints) == {"dut", "inverter"}
