@@ -262,3 +262,98 @@ def run_wires(args):
     for name, target in report["targets"].items():
         print("  target %s: %s" % (name, "met" if target["met"] else "NOT MET"))
     return 0
+
+
+# --- vbms bench proxy ---------------------------------------------------------------
+
+
+def proxy_bench(batteries, seconds):
+    """vbms run between the DEYE simulator and `batteries` BYD modules; stats from the bus traces."""
+    from .benchfile import parse
+    from .sim import DUT, Simulation
+
+    data = {
+        "name": "proxy-%d" % batteries,
+        "buses": {"inverter": {"baud": 9600, "protocol": "deye"}, "bms": {"baud": 9600, "protocol": "byd-pro"}},
+        "inverter": {"bus": "inverter", "units": list(range(batteries)), "poll_period_s": 0.0, "timeout_s": 0.3},
+        "batteries": [
+            {"slot": slot, "type": "byd_pro", "bus": "bms", "address": slot + 1, "soc_permille": 800}
+            for slot in range(batteries)
+        ],
+    }
+    bench = parse(data)
+    with Simulation(bench, ble=False) as simulation:
+        char_s = simulation.buses["inverter"].char_s
+        time.sleep(seconds)
+        records = list(simulation.trace.records)
+    inverter = [r for r in records if r["bus"] == "inverter"]
+    bms = [r for r in records if r["bus"] == "bms"]
+    latencies = []
+    ages = []
+    last_reply_end = {}  # BYD address -> end of its latest good reply on the BMS bus
+    bms_index = 0
+    bms_char = char_s
+    for request, reply in zip(inverter, inverter[1:], strict=False):
+        if request["from"] != "deye" or reply["from"] != DUT:
+            continue
+        request_end = request["t"] + len(request["hex"]) // 2 * char_s
+        latencies.append(reply["t"] - request_end)
+        decoded = reply.get("decoded") or {}
+        if decoded.get("function_name") != "read_input_registers" or decoded.get("direction") != "response":
+            continue
+        while bms_index < len(bms) and bms[bms_index]["t"] < request_end:
+            record = bms[bms_index]
+            summary = record.get("decoded") or {}
+            if record["from"] != DUT and summary.get("direction") == "response":
+                last_reply_end[summary["address"]] = record["t"] + len(record["hex"]) // 2 * bms_char
+            bms_index += 1
+        source = last_reply_end.get(decoded["unit"] + 1)
+        if source is not None:
+            ages.append(reply["t"] - source)
+    latencies.sort()
+    ages.sort()
+    wire_bound_s = batteries * (8 + 105) * char_s  # every module polled once: request out, reply back
+
+    def percentile(values, fraction):
+        return values[min(len(values) - 1, int(fraction * len(values)))] if values else None
+
+    return {
+        "batteries": batteries,
+        "replies": len(latencies),
+        "latency_ms": {
+            "p50": round(1000 * percentile(latencies, 0.50), 2),
+            "p99": round(1000 * percentile(latencies, 0.99), 2),
+            "max": round(1000 * latencies[-1], 2),
+        },
+        "data_age_ms": {"p50": round(1000 * percentile(ages, 0.5), 1), "max": round(1000 * ages[-1], 1)}
+        if ages
+        else None,
+        "wire_bound_ms": round(1000 * wire_bound_s, 1),
+        "oldest_over_bound": round(ages[-1] / wire_bound_s, 2) if ages else None,
+    }
+
+
+def run_proxy(args):
+    rows = [proxy_bench(count, args.seconds) for count in (4, 8, 15)]
+    report = {"rows": rows, "targets": {}}
+    worst_p99 = max(row["latency_ms"]["p99"] for row in rows)
+    worst_ratio = max(row["oldest_over_bound"] for row in rows)
+    report["targets"]["reply_latency_p99_under_5ms"] = {"measured": worst_p99, "met": worst_p99 < 5.0}
+    report["targets"]["oldest_data_under_1.5x_wire_bound"] = {"measured": worst_ratio, "met": worst_ratio < 1.5}
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    print("vbms run between the DEYE simulator and N BYD PRO modules (PTY buses, 9600 baud), %g s each:" % args.seconds)
+    print("  N   replies  latency p50/p99/max ms   data age p50/max ms   wire bound ms   oldest/bound")
+    for row in rows:
+        print(
+            "  %-3d %7d  %6.2f %6.2f %6.2f        %7.1f %7.1f       %7.1f         %.2f"
+            % (
+                row["batteries"], row["replies"], row["latency_ms"]["p50"], row["latency_ms"]["p99"],
+                row["latency_ms"]["max"], row["data_age_ms"]["p50"], row["data_age_ms"]["max"],
+                row["wire_bound_ms"], row["oldest_over_bound"],
+            )
+        )  # fmt: skip
+    for name, target in report["targets"].items():
+        print("  target %s: %s (measured %s)" % (name, "met" if target["met"] else "NOT MET", target["measured"]))
+    return 0

@@ -95,6 +95,11 @@ def build_parser():
     codecs.add_argument("--json", action="store_true", help="print the results as one JSON object")
     wires = bench_kinds.add_parser("wires", help="RS485 bus throughput against theory; BLE frame latency over BlueZoo")
     wires.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    proxy = bench_kinds.add_parser(
+        "proxy", help="vbms run's reply latency and data age with 4, 8 and 15 RS485 batteries"
+    )
+    proxy.add_argument("--seconds", type=float, default=20.0, help="run time per battery count (default 20)")
+    proxy.add_argument("--json", action="store_true", help="print the results as one JSON object")
     return parser
 
 
@@ -134,6 +139,10 @@ def main(argv=None):
 
         if args.bench == "wires":
             return benchmarks.run_wires(args)
+        if args.seconds <= 0:
+            parser.error("--seconds must be positive")
+        if args.bench == "proxy":
+            return benchmarks.run_proxy(args)
         if args.seconds <= 0:
             parser.error("--seconds must be positive")
         return benchmarks.run_codecs(args)

@@ -43,6 +43,7 @@ class _JkRs485Model:
 
     def __init__(self, device, protocol):
         self.handle = device.handle_modbus if protocol == "jk_rs485" else device.handle_4e57
+        self.request_lengths = (11, 8) if protocol == "jk_rs485" else (21,)  # trigger write, register read; 4E57
 
 
 class Simulation:
@@ -75,8 +76,9 @@ class Simulation:
 
     def start(self):
         bench = self.bench
+        t0 = time.monotonic()
         for name, spec in bench.buses.items():
-            bus = Rs485Bus(name, spec.baud, trace=self.trace, protocol=spec.protocol, seed=bench.seed)
+            bus = Rs485Bus(name, spec.baud, trace=self.trace, protocol=spec.protocol, seed=bench.seed, t0=t0)
             bus.add_endpoint(DUT)
             self.buses[name] = bus
         for spec in bench.batteries:

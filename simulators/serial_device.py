@@ -4,8 +4,14 @@ The model's handle(frame) gets every frame heard on the line (split on t3.5
 silence by vbms_core.modbus.RtuFramer, whatever the protocol) and returns
 (reply, delay_s) or None.  The reply is written after delay_s, as a device
 turns the line around.
+
+Timestamps come from this process's clock when bytes are read; on a loaded
+machine two frames may be read in one go and merge.  A frame that gets no
+answer is therefore tried again by its trailing bytes, at each length in the
+model's request_lengths: a device resynchronising on the last request it heard.
 """
 
+import select
 import threading
 import time
 
@@ -52,9 +58,12 @@ class SerialDevice:
             if data:
                 framer.feed(data, now_us)
             while (frame := framer.next_event(now_us)) is not NEED_DATA:
-                if not frame.ok:
-                    continue
-                answer = self.model.handle(frame.raw)
+                answer = self.model.handle(frame.raw) if frame.ok else None
+                for length in getattr(self.model, "request_lengths", ()):
+                    if answer is not None:
+                        break
+                    if len(frame.raw) > length:
+                        answer = self.model.handle(frame.raw[-length:])
                 if answer is None:
                     continue
                 reply, delay_s = answer
@@ -66,4 +75,9 @@ class SerialDevice:
                     self.errors.append(str(error))
                     return
             if not data:
-                time.sleep(framer.gap_us / 4e6)
+                # sleep until bytes come, or until an open frame's t3.5 has passed
+                timeout_s = framer.gap_us / 1e6 if framer.pending() else 0.2
+                try:
+                    select.select([line.fileno()], [], [], timeout_s)
+                except (OSError, ValueError):
+                    return

@@ -112,6 +112,21 @@ class TestFramer:
         assert framer.next_event(0).raw == b"\x01\x02"
         assert framer.next_event(100_000).raw == b"\x03\x04"
 
+    def test_a_whole_request_closes_at_once(self):
+        framer = modbus.RtuFramer(9600)
+        framer.feed(bytes.fromhex("00041000"), 4_000)
+        assert not framer.close_if_complete(modbus.request_frame_length)
+        framer.feed(bytes.fromhex("001934D1"), 8_000)
+        assert framer.close_if_complete(modbus.request_frame_length)
+        assert framer.next_event(8_000).raw == bytes.fromhex("00041000001934D1")
+
+    def test_a_request_with_a_bad_crc_waits_for_the_silence(self):
+        framer = modbus.RtuFramer(9600)
+        framer.feed(bytes.fromhex("00041000001934D0"), 8_000)
+        assert not framer.close_if_complete(modbus.request_frame_length)
+        assert framer.next_event(8_000) is modbus.NEED_DATA
+        assert framer.next_event(8_000 + 3_646).raw == bytes.fromhex("00041000001934D0")
+
     def test_an_endless_burst_is_bounded_and_marked(self):
         framer = modbus.RtuFramer(9600)
         for index in range(1000):

@@ -31,6 +31,8 @@ STATUS_STALE = "stale"
 STATUS_ERROR = "error"
 
 MAX_RX = 700  # the longest reply (JK-PB 300 + padding + ack) fits with room for an echo
+# The longest reply of each RS485 type, bytes: BYD status; JK-PB frame + 00 + ack + 00; 4E57 read-all.
+REPLY_LENGTHS = {config_module.TYPE_BYD_PRO: 105, config_module.TYPE_JK_PB: 310, config_module.TYPE_JK_4E57: 320}
 SETTINGS_EVERY = 30  # JK-PB: ask for settings again every N status polls
 
 BLE_IDLE = 0
@@ -214,6 +216,8 @@ class Proxy:
 
     def inv_bytes(self, data, now_us):
         self.inv_framer.feed(data, now_us)
+        # A whole request with a good CRC is answered at once, not after t3.5.
+        self.inv_framer.close_if_complete(modbus.request_frame_length)
         self._serve_inverter(now_us)
 
     def _serve_inverter(self, now_us):
@@ -266,7 +270,8 @@ class Proxy:
 
     def _send(self, slot, request, attempts, now_us):
         baud = self.config["app.bms_baud"]
-        transfer_us = (len(request) + 320) * 10 * 1000000 // baud  # request out, longest reply back
+        # wire time of the request and of the reply this battery type sends, then the timeout
+        transfer_us = (len(request) + REPLY_LENGTHS[slot.kind]) * 10 * 1000000 // baud
         self._waiting = [slot.index, request, now_us + transfer_us + self.config["app.bms_timeout_ms"] * 1000, attempts]
         self._rx = bytearray()
         slot.polls += 1

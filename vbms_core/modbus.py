@@ -498,3 +498,21 @@ class RtuFramer:
     def pending(self):
         """Bytes held for the frame still open."""
         return len(self._buf)
+
+    def close_if_complete(self, length_of):
+        """Close the open frame now, without waiting for t3.5, when length_of
+        (request_frame_length, say) says it is whole and its CRC is right.
+
+        A slave can answer sooner this way; a frame that does not check out
+        still waits for the silence.  Returns True when it closed one.
+        """
+        buffer = self._buf
+        if self._overflow or len(buffer) < 4:
+            return False
+        expected = length_of(buffer)
+        if expected is None or expected != len(buffer):
+            return False
+        if crc16_range(buffer, 0, expected - 2) != buffer[expected - 2] | buffer[expected - 1] << 8:
+            return False
+        self._close()
+        return True

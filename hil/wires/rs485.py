@@ -128,7 +128,7 @@ class _Burst:
 
 
 class Rs485Bus:
-    def __init__(self, name, baud=9600, trace=None, protocol=None, seed=0):
+    def __init__(self, name, baud=9600, trace=None, protocol=None, seed=0, t0=None):
         if baud <= 0:
             raise BusError("baud rate must be positive")
         self.name = name
@@ -149,7 +149,7 @@ class Rs485Bus:
         self._thread = None
         self._running = False
         self._wake_r, self._wake_w = os.pipe()
-        self.t0 = time.monotonic()
+        self.t0 = time.monotonic() if t0 is None else t0  # buses of one bench share it: comparable traces
 
     # --- set-up -------------------------------------------------------------
 

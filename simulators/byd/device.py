@@ -44,6 +44,8 @@ def flag_word(flags):
 
 
 class BydModule:
+    request_lengths = (byd.REQUEST_LENGTH,)
+
     def __init__(self, address, battery, reply_delay_s=0.02, slow_delay_s=1.5, seed=0):
         if not 1 <= address <= 63:
             raise ValueError("a BYD PRO DIP address is 1..63, not %r" % (address,))
