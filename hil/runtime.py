@@ -160,6 +160,51 @@ class BleCentral:
             await self.disconnect(slot)
 
 
+class MqttLink:
+    """The MQTT side: telemetry and discovery out, RPC frames in (paho-mqtt, its own thread).
+
+    RPC over MQTT, as Mongoose OS does it: a frame {"id", "src", "method",
+    "params", "auth": {"token"}} on <prefix>/<device id>/rpc; the answer goes
+    to <src>/rpc, or to <prefix>/<device id>/rpc/response without a src.
+    """
+
+    def __init__(self, server, client_id, status_topic, rpc_topic, on_connected, on_frame, log):
+        import paho.mqtt.client as mqtt
+
+        host, _, port = server.partition(":")
+        self.log = log
+        self.rpc_topic = rpc_topic
+        self.status_topic = status_topic
+        self.loop = asyncio.get_running_loop()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client.will_set(status_topic, "offline", retain=True)
+
+        def connected(client, userdata, flags, reason, properties):
+            if reason.is_failure:
+                log("mqtt_refused", level="warning", reason=str(reason))
+                return
+            client.subscribe(rpc_topic)
+            log("mqtt_connected", server=server)
+            self.loop.call_soon_threadsafe(on_connected)
+
+        def message(client, userdata, received):
+            self.loop.call_soon_threadsafe(on_frame, received.payload)
+
+        self.client.on_connect = connected
+        self.client.on_message = message
+        self.client.reconnect_delay_set(1, 30)
+        self.client.connect_async(host, int(port or 1883))
+        self.client.loop_start()
+
+    def publish(self, topic, text, retain=False):
+        self.client.publish(topic, text, qos=0, retain=retain)
+
+    def close(self):
+        self.client.publish(self.status_topic, "offline", qos=0, retain=True)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
 class Runtime:
     def __init__(
         self,
@@ -185,6 +230,7 @@ class Runtime:
         self.stop_event = None
         self.tasks = []
         self.scan_waiters = []
+        self.mqtt = None
 
     # --- start and stop ------------------------------------------------------------
 
@@ -217,6 +263,16 @@ class Runtime:
             loop.add_reader(port.fileno(), self._readable, role)
         if self.ble_adapter is not None:
             self.ble = BleCentral(self.ble_adapter, self._ble_event, self.log)
+        if config["mqtt.enable"] and config["mqtt.server"]:
+            self.mqtt = MqttLink(
+                config["mqtt.server"],
+                config["device.id"],
+                self.proxy.topic("status"),
+                self.proxy.topic("rpc"),
+                self._mqtt_connected,
+                self._mqtt_frame,
+                self.log,
+            )
         self.web = self._web_app()
         self.tasks = [
             asyncio.create_task(self._ticker()),
@@ -235,6 +291,8 @@ class Runtime:
         await self.close()
 
     async def close(self):
+        if self.mqtt is not None:
+            self.mqtt.close()
         self.web.shutdown()
         for task in self.tasks:
             task.cancel()
@@ -298,11 +356,43 @@ class Runtime:
                     asyncio.ensure_future(self.ble.scan(action[1]))
                 else:
                     self.proxy.ble_event("scan_result", None, [], now_us())
+            elif kind == "publish":
+                if self.mqtt is not None:
+                    self.mqtt.publish(action[1], action[2], action[3])
             elif kind == "save_config":
                 save_config_atomically(self.config_path, action[1])
                 self.log("config_saved", path=self.config_path)
             elif kind == "reboot":
                 asyncio.ensure_future(self._reboot())
+
+    def _mqtt_connected(self):
+        self.proxy.mqtt_connected()
+        self._execute()
+
+    def _mqtt_frame(self, payload):
+        asyncio.ensure_future(self._answer_mqtt(payload))
+
+    async def _answer_mqtt(self, payload):
+        try:
+            frame = json.loads(payload)
+            if not isinstance(frame, dict) or not isinstance(frame.get("method"), str):
+                raise ValueError("a frame needs a method")
+        except ValueError as error:
+            self.mqtt.publish(
+                self.proxy.topic("rpc", "response"),
+                json.dumps({"id": None, "error": {"code": -32700, "message": str(error)}}),
+            )
+            return
+        token = frame["auth"].get("token") if isinstance(frame.get("auth"), dict) else None
+        result, error = await self.call(frame["method"], frame.get("params") or {}, token)
+        reply = {"id": frame.get("id"), "src": self.proxy.config["device.id"]}
+        if error is None:
+            reply["result"] = result
+        else:
+            reply["error"] = error
+        source = frame.get("src")
+        topic = source + "/rpc" if isinstance(source, str) and source else self.proxy.topic("rpc", "response")
+        self.mqtt.publish(topic, json.dumps(reply))
 
     async def _reboot(self):
         """A virtual reboot: the core starts again from the saved configuration."""

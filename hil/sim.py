@@ -47,12 +47,15 @@ class _JkRs485Model:
 
 
 class Simulation:
-    def __init__(self, bench, trace_path=None, external_deye=False, ble=True, dut="vbms", http_port=None):
+    def __init__(
+        self, bench, trace_path=None, external_deye=False, ble=True, dut="vbms", http_port=None, mqtt_server=None
+    ):
         if dut not in ("vbms", "open"):
             raise BenchError("dut must be 'vbms' (start vbms run) or 'open', not %r" % (dut,))
         self.bench = bench
         self.dut_mode = dut
         self.http_port = http_port
+        self.mqtt_server = mqtt_server
         self.dut_process = None
         self.dut_dir = None
         self.dut_token = None
@@ -174,7 +177,9 @@ class Simulation:
     def vbms_config(self):
         """The VBMS configuration for this bench: one slot per battery, at its unit."""
         types = {"byd_pro": 1, "jk_ble": 2, "jk_rs485": 3, "jk_4e57": 4}
-        config = {"rpc.auth_token": self.dut_token, "device.id": "vbms-sim"}
+        config = {"rpc.auth_token": self.dut_token, "device.id": "vbms-sim", "app.refresh_ms": 1000}
+        if self.mqtt_server:
+            config.update({"mqtt.enable": True, "mqtt.server": self.mqtt_server})
         bms_buses = {spec.bus for spec in self.bench.batteries if spec.bus}
         if bms_buses:
             config["app.bms_baud"] = self.buses[bms_buses.pop()].baud

@@ -15,7 +15,11 @@ Output: take_actions() returns and clears the list of actions, tuples:
   ("bms_write", bytes) ("inv_write", bytes)
   ("ble_connect", slot, address) ("ble_write", slot, bytes) ("ble_disconnect", slot)
   ("ble_scan", seconds) ("save_config", flat_config) ("reboot",)
+  ("publish", topic, text, retain)       with mqtt.enable: telemetry every
+        app.refresh_ms, Home Assistant discovery once (mqtt_connected())
 """
+
+import json
 
 from . import battery, byd, deye, jk_4e57, jk_ble, jk_frames, jk_pb, modbus
 from . import config as config_module
@@ -117,6 +121,7 @@ class Proxy:
         self.last_cycle_us = None
         self._scan_pending = False
         self.scan_results = None
+        self._next_publish_us = now_us
         self._apply_slots()
 
     # --- configuration --------------------------------------------------------------
@@ -439,6 +444,121 @@ class Proxy:
         if self._waiting is None and now_us >= self._next_send_us:
             self._start_request(now_us)
         self._tick_ble(now_us)
+        if self.config["mqtt.enable"] and now_us >= self._next_publish_us:
+            self._next_publish_us = now_us + self.config["app.refresh_ms"] * 1000
+            self._publish_telemetry(now_us)
+
+    # --- MQTT: telemetry and Home Assistant discovery ------------------------------------
+
+    def topic(self, *parts):
+        return "/".join((self.config["mqtt.topic_prefix"], self.config["device.id"]) + parts)
+
+    def telemetry(self, now_us):
+        """(topic, payload) per configured slot and for the totals, in SI units."""
+        summary = self.summary(now_us)
+        messages = []
+        for row in summary["bms"]:
+            state = {"status": row["status"], "name": row["name"] or "slot %d" % row["slot"]}
+            if "pack_voltage" in row:
+                voltage_v = row["pack_voltage"] / 100
+                current_a = row["pack_current"] / 100
+                cells = row["cells"]
+                state.update(
+                    {
+                        "soc": row["SOC"] / 10,
+                        "soh": row["SOH"] / 10,
+                        "voltage": voltage_v,
+                        "current": current_a,
+                        "power": round(voltage_v * current_a, 1),
+                        "temperature": row["cell_temp_avg"] / 10,
+                        "temperature_max": row["max_cell_temp"] / 10,
+                        "temperature_min": row["min_cell_temp"] / 10,
+                        "cell_min": min(cells) / 1000 if cells else None,
+                        "cell_max": max(cells) / 1000 if cells else None,
+                        "cell_delta": (max(cells) - min(cells)) / 1000 if cells else None,
+                        "remaining_ah": row["remain_capacity"] / 100,
+                        "warning": row["warning"],
+                        "protection": row["protection"],
+                        "fault": row["fault_status"] & 0xFF,
+                        "alarm": "on" if row["warning"] or row["protection"] or row["fault_status"] & 0xFF else "off",
+                    }
+                )
+            messages.append((self.topic("slot", str(row["slot"]), "state"), state))
+        totals = summary["totals"]
+        total_state = {"batteries": totals["batteries"], "online": totals["online"]}
+        if "pack_current" in totals:
+            total_state["current"] = totals["pack_current"] / 100
+            total_state["soc"] = None if totals["SOC"] is None else totals["SOC"] / 10
+            total_state["remaining_ah"] = totals["remain_capacity"] / 100
+            total_state["power"] = round(totals["pack_voltage_avg"] / 100 * totals["pack_current"] / 100, 1)
+        messages.append((self.topic("totals", "state"), total_state))
+        return messages
+
+    def _publish_telemetry(self, now_us):
+        for topic, payload in self.telemetry(now_us):
+            self.actions.append(("publish", topic, json.dumps(payload), False))
+
+    def discovery(self):
+        """Home Assistant MQTT discovery messages: (topic, config) per sensor, retained."""
+        messages = []
+        device_id = self.config["device.id"]
+        availability = self.topic("status")
+        for slot in self.slots:
+            if slot.kind == config_module.TYPE_NONE:
+                continue
+            name = slot.name or "Battery %d" % (slot.index + 1)
+            state_topic = self.topic("slot", str(slot.index), "state")
+            device = {
+                "identifiers": ["%s_slot%d" % (device_id, slot.index)],
+                "name": name,
+                "model": self._model(slot),
+                "manufacturer": "vbms",
+                "via_device": device_id,
+            }
+            for key, label, unit, device_class in HA_SENSORS:
+                unique = "%s_slot%d_%s" % (device_id, slot.index, key)
+                config = {
+                    "name": label,
+                    "unique_id": unique,
+                    "object_id": unique,
+                    "state_topic": state_topic,
+                    "value_template": "{{ value_json.%s }}" % key,
+                    "availability_topic": availability,
+                    "device": device,
+                }
+                if unit:
+                    config["unit_of_measurement"] = unit
+                if device_class:
+                    config["device_class"] = device_class
+                    config["state_class"] = "measurement"
+                messages.append(("homeassistant/sensor/%s/config" % unique, config))
+            unique = "%s_slot%d_alarm" % (device_id, slot.index)
+            messages.append(
+                (
+                    "homeassistant/binary_sensor/%s/config" % unique,
+                    {
+                        "name": "Alarm",
+                        "unique_id": unique,
+                        "state_topic": state_topic,
+                        "value_template": "{{ value_json.alarm }}",
+                        "payload_on": "on",
+                        "payload_off": "off",
+                        "device_class": "problem",
+                        "availability_topic": availability,
+                        "device": device,
+                    },
+                )
+            )
+        return messages
+
+    def mqtt_connected(self):
+        """The driver reconnected to the broker: announce, then publish at once."""
+        if not self.config["mqtt.enable"]:
+            return
+        self.actions.append(("publish", self.topic("status"), "online", True))
+        for topic, config in self.discovery():
+            self.actions.append(("publish", topic, json.dumps(config), True))
+        self._next_publish_us = 0
 
     def next_deadline_us(self):
         """When tick() next has something to do (the driver may sleep until then)."""
@@ -600,6 +720,21 @@ def _sys_reboot(proxy, params, now_us, wall_s):
     proxy.actions.append(("reboot",))
     return {"rebooting": True}
 
+
+# Home Assistant sensors per slot: (key in the state payload, name, unit, device class)
+HA_SENSORS = (
+    ("soc", "SOC", "%", "battery"),
+    ("voltage", "Voltage", "V", "voltage"),
+    ("current", "Current", "A", "current"),
+    ("power", "Power", "W", "power"),
+    ("temperature", "Temperature", "\u00b0C", "temperature"),
+    ("temperature_max", "Temperature max", "\u00b0C", "temperature"),
+    ("temperature_min", "Temperature min", "\u00b0C", "temperature"),
+    ("cell_min", "Cell min", "V", "voltage"),
+    ("cell_max", "Cell max", "V", "voltage"),
+    ("cell_delta", "Cell delta", "V", "voltage"),
+    ("remaining_ah", "Remaining", "Ah", None),
+)
 
 # method: (handler, changes state -> needs the token)
 RPC_METHODS = {
