@@ -432,6 +432,25 @@ class Runtime:
                 return frame["auth"].get("token")
             return None
 
+        from importlib import resources
+
+        static = resources.files("hil").joinpath("web")
+        content_types = {"html": "text/html; charset=utf-8", "js": "text/javascript", "css": "text/css"}
+
+        def page(name):
+            body = static.joinpath(name).read_bytes()
+            return body, 200, {"Content-Type": content_types[name.rsplit(".", 1)[1]], "Cache-Control": "no-cache"}
+
+        @web.route("/")
+        async def index(request):
+            return page("index.html")
+
+        @web.route("/static/<name>")
+        async def asset(request, name):
+            if name not in ("app.js", "style.css"):
+                return {"error": {"code": 404, "message": "no such file"}}, 404
+            return page(name)
+
         @web.route("/rpc/<method>", methods=["GET", "POST"])
         async def http_rpc(request, method):
             if request.method == "POST" and request.body:

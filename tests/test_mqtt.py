@@ -52,6 +52,7 @@ def test_telemetry_discovery_and_rpc_over_mqtt(mqtt_broker):
     try:
         with Simulation(bench, ble=False, mqtt_server=mqtt_broker) as simulation:
             assert wait_for(lambda: subscriber.last("vbms/vbms-sim/status") == "online", 15)
+            assert wait_for(lambda: subscriber.last("homeassistant/binary_sensor/vbms-sim_slot1_alarm/config"), 5)
             discovery = json.loads(subscriber.last("homeassistant/sensor/vbms-sim_slot0_soc/config"))
             assert discovery["state_topic"] == "vbms/vbms-sim/slot/0/state"
             assert discovery["unit_of_measurement"] == "%" and discovery["device_class"] == "battery"

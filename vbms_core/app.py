@@ -460,23 +460,27 @@ class Proxy:
         for row in summary["bms"]:
             state = {"status": row["status"], "name": row["name"] or "slot %d" % row["slot"]}
             if "pack_voltage" in row:
+
+                def scaled(value, factor):
+                    return None if value is None else value / factor
+
                 voltage_v = row["pack_voltage"] / 100
-                current_a = row["pack_current"] / 100
+                current_a = scaled(row["pack_current"], 100)
                 cells = row["cells"]
                 state.update(
                     {
-                        "soc": row["SOC"] / 10,
-                        "soh": row["SOH"] / 10,
+                        "soc": scaled(row["SOC"], 10),
+                        "soh": scaled(row["SOH"], 10),
                         "voltage": voltage_v,
                         "current": current_a,
-                        "power": round(voltage_v * current_a, 1),
-                        "temperature": row["cell_temp_avg"] / 10,
-                        "temperature_max": row["max_cell_temp"] / 10,
-                        "temperature_min": row["min_cell_temp"] / 10,
+                        "power": None if current_a is None else round(voltage_v * current_a, 1),
+                        "temperature": scaled(row["cell_temp_avg"], 10),
+                        "temperature_max": scaled(row["max_cell_temp"], 10),
+                        "temperature_min": scaled(row["min_cell_temp"], 10),
                         "cell_min": min(cells) / 1000 if cells else None,
                         "cell_max": max(cells) / 1000 if cells else None,
                         "cell_delta": (max(cells) - min(cells)) / 1000 if cells else None,
-                        "remaining_ah": row["remain_capacity"] / 100,
+                        "remaining_ah": scaled(row["remain_capacity"], 100),
                         "warning": row["warning"],
                         "protection": row["protection"],
                         "fault": row["fault_status"] & 0xFF,
@@ -634,6 +638,20 @@ class Proxy:
             if signed and value >= 0x8000:
                 value -= 0x10000
             row[name] = value
+        # The registers must hold a number; the summary says null where the source reports nothing (JK04: SOC...).
+        reading = slot.reading
+        for name, value in (
+            ("SOC", reading.soc_permille), ("SOH", reading.soh_permille), ("pack_current", reading.current_ma),
+            ("remain_capacity", reading.remaining_mah), ("full_charge_capacity", reading.full_charge_mah),
+            ("cycle_count", reading.cycle_count), ("mosfet_temp", reading.mosfet_temp_ddegc),
+        ):  # fmt: skip
+            if value is None:
+                row[name] = None
+        if not reading.cell_temps_ddegc:
+            for name in ("cell_temp_avg", "max_cell_temp", "min_cell_temp"):
+                row[name] = None
+            if reading.env_temp_ddegc is None:
+                row["env_temp"] = None
         row["cells"] = list(slot.reading.cell_voltages_mv)
         row["charge_enabled"] = slot.reading.charge_enabled
         row["discharge_enabled"] = slot.reading.discharge_enabled
@@ -644,18 +662,20 @@ class Proxy:
         totals = {"batteries": len(rows), "online": len(online)}
         if not online:
             return totals
-        capacity = sum(r["full_charge_capacity"] for r in online)
-        remain = sum(r["remain_capacity"] for r in online)
+        capacity = sum(r["full_charge_capacity"] or 0 for r in online)
+        remain = sum(r["remain_capacity"] or 0 for r in online)
         cells = [c for r in online for c in r["cells"]]
-        totals["pack_current"] = sum(r["pack_current"] for r in online)
+        totals["pack_current"] = sum(r["pack_current"] or 0 for r in online)
         totals["remain_capacity"] = remain
         totals["full_charge_capacity"] = capacity
         totals["SOC"] = remain * 1000 // capacity if capacity else None
         totals["pack_voltage_avg"] = sum(r["pack_voltage"] for r in online) // len(online)
         totals["cell_voltage_min"] = min(cells) if cells else None
         totals["cell_voltage_max"] = max(cells) if cells else None
-        totals["temp_max"] = max(r["max_cell_temp"] for r in online)
-        totals["temp_min"] = min(r["min_cell_temp"] for r in online)
+        temps_max = [r["max_cell_temp"] for r in online if r["max_cell_temp"] is not None]
+        temps_min = [r["min_cell_temp"] for r in online if r["min_cell_temp"] is not None]
+        totals["temp_max"] = max(temps_max) if temps_max else None
+        totals["temp_min"] = min(temps_min) if temps_min else None
         return totals
 
 
