@@ -245,11 +245,12 @@ class Runtime:
             )
         return config
 
-    async def run(self, stop_event=None):
+    async def run(self, stop_event=None, config=None):
         import serial
 
         self.stop_event = stop_event or asyncio.Event()
-        config = self.prepare_config()
+        if config is None:
+            config = self.prepare_config()
         self.proxy = app_module.Proxy(config, now_us())
         loop = asyncio.get_running_loop()
         for role, path, baud in (
@@ -399,7 +400,7 @@ class Runtime:
         await asyncio.sleep(0.1)
         if self.ble is not None:
             await self.ble.close()
-        self.proxy = app_module.Proxy(load_config(self.config_path, self.log), now_us())
+        self.proxy = app_module.Proxy(self.prepare_config(), now_us())  # a reset config gets a new token
         self.log("rebooted")
 
     # --- RPC ---------------------------------------------------------------------------
@@ -490,6 +491,10 @@ class Runtime:
 
 
 def run(args):
+    # Signals are caught from the first moment: a stop asked for during start-up is a clean stop too.
+    stop_requested = []
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signal_number, lambda *_: stop_requested.append(True))
     log = Log()
     runtime = Runtime(
         args.config,
@@ -501,7 +506,7 @@ def run(args):
         log=log,
     )
     try:
-        runtime.prepare_config()
+        config = runtime.prepare_config()
     except (config_module.ConfigError, ValueError, OSError) as error:
         sys.stderr.write("vbms run: bad configuration: %s\n" % error)
         return 2
@@ -511,11 +516,18 @@ def run(args):
         loop = asyncio.get_running_loop()
         for signal_number in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signal_number, stop.set)
-        await runtime.run(stop)
+        if stop_requested:
+            stop.set()
+        await runtime.run(stop, config)
 
     try:
         asyncio.run(main())
-    except OSError as error:
+    except (OSError, ImportError) as error:
         sys.stderr.write("vbms run: %s\n" % error)
         return 1
+    except Exception as error:  # noqa: BLE001 - pyserial's SerialException is not an OSError
+        if type(error).__name__ == "SerialException":
+            sys.stderr.write("vbms run: %s\n" % error)
+            return 1
+        raise
     return 0

@@ -224,3 +224,14 @@ def test_charge_limit_is_conservative():
 def test_config_validation_names_the_key(settings, message):
     with pytest.raises(ConfigError, match=message):
         config.validate(settings)
+
+
+def test_factory_reset_needs_the_token_then_saves_the_defaults():
+    batteries, rs485, ble, settings, _ = mixed_bench()
+    wiring = Wiring(settings, rs485, ble)
+    result, error = wiring.proxy.rpc("Sys.FactoryReset", {}, 0)
+    assert error["code"] == 401 and not wiring.proxy.take_actions()
+    result, error = wiring.proxy.rpc("Sys.FactoryReset", {}, 0, token=TOKEN)
+    actions = wiring.proxy.take_actions()
+    assert result == {"reset": True, "rebooting": True}
+    assert actions[0][0] == "save_config" and actions[0][1] == config.defaults() and actions[1] == ("reboot",)

@@ -741,6 +741,16 @@ def _sys_reboot(proxy, params, now_us, wall_s):
     return {"rebooting": True}
 
 
+def _factory_reset(proxy, params, now_us, wall_s):
+    """Every setting back to its default (the token too: the driver makes a new one), then reboot.
+
+    The firmware does the same when pins.button is held for pins.button_hold_ms.
+    """
+    proxy.actions.append(("save_config", config_module.defaults()))
+    proxy.actions.append(("reboot",))
+    return {"reset": True, "rebooting": True}
+
+
 # Home Assistant sensors per slot: (key in the state payload, name, unit, device class)
 HA_SENSORS = (
     ("soc", "SOC", "%", "battery"),
@@ -765,4 +775,5 @@ RPC_METHODS = {
     "Config.Save": (_config_save, True),
     "Sys.GetInfo": (_sys_info, False),
     "Sys.Reboot": (_sys_reboot, True),
+    "Sys.FactoryReset": (_factory_reset, True),
 }
