@@ -121,6 +121,15 @@ def test_disconnect_cuts_both_ways_and_can_be_switched_off(bus):
     assert received(bus, "vbms") == REQUEST
 
 
+def test_clear_faults_switches_everything_off(bus):
+    bus.add_fault(Fault("drop", source="inverter"))
+    bus.add_fault(Fault("disconnect", source="vbms"))
+    bus.clear_faults()
+    bus.transmit("inverter", REQUEST, 0.0)
+    bus.deliver_due(1.0)
+    assert received(bus, "vbms") == REQUEST
+
+
 def test_probability_is_seeded_and_repeatable():
     outcomes = []
     for _ in range(2):

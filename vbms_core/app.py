@@ -119,8 +119,6 @@ class Proxy:
         self.bms_cycles = 0
         self.cycle_started_us = now_us
         self.last_cycle_us = None
-        self._scan_pending = False
-        self.scan_results = None
         self._next_publish_us = now_us
         self._apply_slots()
 
@@ -349,9 +347,7 @@ class Proxy:
 
     def ble_event(self, kind, slot_index, data, now_us):
         if kind == "scan_result":
-            self._scan_pending = False
-            self.scan_results = data
-            return
+            return  # the driver hands the devices to the RPC caller; the core keeps no state for it
         session = self.ble.get(slot_index)
         if session is None:
             return
@@ -695,7 +691,6 @@ def _scan_ble(proxy, params, now_us, wall_s):
     if not isinstance(seconds, int) or not 1 <= seconds <= 30:
         raise RpcError(-32602, "seconds must be a whole number within 1..30")
     proxy.actions.append(("ble_scan", seconds))
-    proxy._scan_pending = True
     return {"scanning": True, "seconds": seconds}
 
 

@@ -198,11 +198,6 @@ def merge(config, changes):
     return validate(updated)
 
 
-def slot_config(config, slot):
-    prefix = "bms%d." % slot
-    return {field: config[prefix + field] for field in SLOT_SCHEMA}
-
-
 def public(config):
     """The config as Config.Get shows it: secrets masked."""
     shown = dict(config)

@@ -430,17 +430,6 @@ def decode_logbook(frame):
     return {"frame_type": "logbook", "entry_count": count, "entries": entries}
 
 
-def sw_major(sw_version):
-    """Major number of a device-info sw_version such as '11.17', or None."""
-    digits = ""
-    for char in sw_version:
-        if "0" <= char <= "9":
-            digits += char
-        elif digits:
-            break
-    return int(digits) if digits else None
-
-
 # --- encoders (for the simulators) ---------------------------------------------
 
 
