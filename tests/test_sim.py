@@ -109,7 +109,7 @@ def test_default_bench_end_to_end_with_a_device_under_test(tmp_path):
         dut = StandInDut(simulation).start()
         try:
             inverter = simulation.inverter
-            assert wait_for(lambda: all(inverter.units[u].values for u in range(4)), 20)
+            assert wait_for(lambda: all(inverter.units[u].values and inverter.units[u].identity for u in range(4)), 30)
             for unit in range(4):
                 values = inverter.units[unit].values
                 model = simulation.batteries[unit]

@@ -27,7 +27,9 @@ def bench():
     default.inverter["poll_period_s"] = 0.5
     with Simulation(default) as simulation:
         inverter = simulation.inverter
-        assert wait_for(lambda: all(inverter.units[u].values for u in range(8)), 40), simulation.status()
+        assert wait_for(lambda: all(inverter.units[u].values and inverter.units[u].identity for u in range(8)), 40), (
+            simulation.status()
+        )
         yield simulation
 
 

@@ -202,8 +202,10 @@ class DeyeInverter:
         state.comm_warning = False
         state.exception = None
         if now_s >= self._identity_due.get(unit, 0.0):
-            state.identity = self._read_identity(state) or state.identity
-            self._identity_due[unit] = now_s + self.identity_interval_s
+            identity = self._read_identity(state)
+            if identity is not None:  # a failed read is tried again at the next poll
+                state.identity = identity
+                self._identity_due[unit] = now_s + self.identity_interval_s
         return True
 
     def poll_cycle(self):
