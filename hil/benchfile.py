@@ -85,6 +85,7 @@ class Bench:
     batteries: list = field(default_factory=list)
     faults: list = field(default_factory=list)
     dut: dict = field(default_factory=dict)
+    esp32: dict = field(default_factory=dict)
     source: str = ""
 
     def battery(self, slot):
@@ -132,7 +133,9 @@ def _known_keys(table, where, allowed):
 
 
 def parse(data, source="<bench>"):
-    _known_keys(data, "bench", ("name", "description", "seed", "buses", "inverter", "batteries", "faults", "dut"))
+    _known_keys(
+        data, "bench", ("name", "description", "seed", "buses", "inverter", "batteries", "faults", "dut", "esp32")
+    )
     _expect(isinstance(data.get("name"), str) and data["name"], "name", "a bench needs a name")
     bench = Bench(
         name=data["name"], description=data.get("description", ""), seed=_int(data, "seed", "bench", 0), source=source
@@ -277,6 +280,11 @@ def parse(data, source="<bench>"):
             "must be a MAC address",
         )
     bench.dut = {"ble_address": dut.get("ble_address", "00:AA:BB:CC:DD:EE").upper()}
+    esp32 = data.get("esp32", {})
+    _known_keys(esp32, "esp32", ("inverter_port", "bms_port", "console_port", "ble_adapter", "rpc_url"))
+    for key, value in esp32.items():
+        _expect(isinstance(value, str) and value, "esp32.%s" % key, "must be text (a port path, adapter or URL)")
+    bench.esp32 = dict(esp32)
     return bench
 
 

@@ -83,6 +83,9 @@ class BleCentral:
         self.clients = {}
         self.writers = {}
         self.names = {}  # slot -> (address, advertised name) of the connected modules
+        # One discovery at a time: parallel scans on one adapter step on each other
+        # (each forgets devices the other just found).  Connections themselves overlap.
+        self.discovery = asyncio.Lock()
 
     async def connect(self, slot, address):
         from bleak import BleakClient
@@ -90,7 +93,8 @@ class BleCentral:
         from .wires.ble import find_device
 
         try:
-            device = await find_device(address=address, adapter=self.adapter, timeout_s=10)
+            async with self.discovery:
+                device = await find_device(address=address, adapter=self.adapter, timeout_s=10)
             if device is None:
                 raise ConnectionError("%s not found" % address)
             client = BleakClient(
@@ -141,8 +145,9 @@ class BleCentral:
         from .wires.ble import forget_devices
 
         try:
-            await forget_devices(self.adapter)
-            found = await BleakScanner.discover(timeout=seconds, adapter=self.adapter, return_adv=True)
+            async with self.discovery:
+                await forget_devices(self.adapter)
+                found = await BleakScanner.discover(timeout=seconds, adapter=self.adapter, return_adv=True)
             results = [[d.address, a.local_name or d.name or "", a.rssi, False] for d, a in found.values()]
             # Modules we are connected to do not advertise: list them too.
             seen = {row[0] for row in results}

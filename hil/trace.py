@@ -45,10 +45,15 @@ def summarize(protocol, raw):
 
 
 class Trace:
-    """Collects frame records in memory and, if given a path, as JSON lines."""
+    """Collects frame records in memory and, if given a path, as JSON lines.
 
-    def __init__(self, path=None, protocols=None):
+    decode=False keeps the raw frames only (the simulated-time bench records
+    many frames and reads few); decoded() fills the summaries in when asked.
+    """
+
+    def __init__(self, path=None, protocols=None, decode=True):
         self.records = []
+        self.decode = decode
         self.protocols = dict(protocols or {})
         self._lock = threading.Lock()
         self._file = open(path, "w", encoding="utf-8") if path else None  # noqa: SIM115 (kept open for the run)
@@ -60,8 +65,11 @@ class Trace:
             "bus": bus.name,
             "from": source,
             "hex": raw.hex().upper(),
-            "decoded": summarize(protocol, raw) if source != "noise" else None,
         }
+        if self.decode:
+            entry["decoded"] = summarize(protocol, raw) if source != "noise" else None
+        else:
+            entry["protocol"] = protocol
         if faults:
             entry["faults"] = list(faults)
         if collision:
@@ -79,10 +87,21 @@ class Trace:
 
     def tail(self, count=20):
         with self._lock:
-            return list(self.records[-count:])
+            return [with_summary(entry) for entry in self.records[-count:]]
+
+
+def with_summary(entry):
+    """The entry with its summary, decoding it now if it was recorded raw."""
+    if "decoded" in entry:
+        return entry
+    entry = dict(entry)
+    protocol = entry.pop("protocol", None)
+    entry["decoded"] = summarize(protocol, bytes.fromhex(entry["hex"])) if entry["from"] != "noise" else None
+    return entry
 
 
 def format_record(entry, width=48):
+    entry = with_summary(entry)
     hex_text = entry["hex"]
     if len(hex_text) > width:
         hex_text = hex_text[:width] + "...(%d B)" % (len(entry["hex"]) // 2)

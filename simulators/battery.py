@@ -120,6 +120,8 @@ class BatteryModel:
         self.forced = set()  # flags raised on request (failure injection)
         self.charge_enabled = True
         self.discharge_enabled = True
+        self._cells_key = None
+        self._cells = []
 
     # --- state ----------------------------------------------------------------
 
@@ -140,11 +142,16 @@ class BatteryModel:
         return round(self.full_mah * self.soc_permille / 1000)
 
     def cell_voltages_mv(self):
-        drop = self.current_ma / 1000 * self.resistance_ohm * 1000
-        return [
-            round(ocv_mv(self.chemistry, self.cell_soc_permille(i)) + self.cell_offset_mv[i] + drop)
-            for i in range(self.cells)
-        ]
+        # Computed once per state: frames ask for them many times between two advance() calls.
+        key = (self.current_ma, tuple(self.charge_mah))
+        if self._cells_key != key:
+            drop = self.current_ma / 1000 * self.resistance_ohm * 1000
+            self._cells = [
+                round(ocv_mv(self.chemistry, self.cell_soc_permille(i)) + self.cell_offset_mv[i] + drop)
+                for i in range(self.cells)
+            ]
+            self._cells_key = key
+        return list(self._cells)
 
     @property
     def pack_voltage_mv(self):

@@ -620,6 +620,8 @@ class Proxy:
             "last_update": None,
             "age_s": None,
         }
+        if slot.index in self.ble:
+            row["ble_connects"] = self.ble[slot.index].connects
         if slot.reading is None:
             return row
         age_s = (now_us - slot.updated_us) // 1000000

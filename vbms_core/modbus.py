@@ -302,6 +302,20 @@ def request_frame_length(prefix):
     return None
 
 
+def response_length(prefix):
+    """Length of the response ADU that starts with prefix, or None while unknown."""
+    if len(prefix) < 3:
+        return None
+    function = prefix[1]
+    if function & 0x80:
+        return 5
+    if function in (READ_HOLDING, READ_INPUT, REPORT_ID):
+        return 5 + prefix[2]
+    if function in (WRITE_SINGLE, WRITE_MULTIPLE):
+        return 8
+    return None
+
+
 # --- encoding ---------------------------------------------------------------
 
 

@@ -1,0 +1,5 @@
+"""Every .feature file in this folder, as pytest tests (pytest-bdd)."""
+
+from pytest_bdd import scenarios
+
+scenarios(".")

@@ -1,0 +1,326 @@
+"""The `des` target: a whole bench in one process under simpy, in simulated time.
+
+The proxy state machine (vbms_core.app.Proxy), the same device models as the
+real-time bench (simulators/), and a frame-level model of each bus: a frame
+takes 10 bit times per byte at the bus's baud rate, devices turn the line
+around after their reply delay, two frames that overlap on a bus collide and
+arrive garbled.  The DEYE master is modelled here too (polls, timeouts,
+identity, W31), with the same power profile as the real-time inverter.
+Deterministic for a given seed; simulated hours run in seconds.
+
+Time is simpy's float seconds; the proxy is given integer microseconds.
+"""
+
+import random
+
+import simpy
+
+from simulators.deye.inverter import PowerProfile
+from simulators.jk.device import JkBleSession, JkBms
+from vbms_core import app, deye, modbus
+
+from .sim import build_devices, vbms_config
+from .trace import Trace
+
+TOKEN = "des-token"
+
+
+class BusModel:
+    """Frame-level RS485: transfer time, collisions, faults; records a trace."""
+
+    def __init__(self, des, name, baud, protocol):
+        self.des = des
+        self.name = name
+        self.baud = baud
+        self.protocol = protocol
+        self.char_s = 10 / baud
+        self.busy_until = 0.0
+        self.busy_frame = None
+        self.collisions = 0
+        self.frames = 0
+        self.faults = []  # dicts: kind (drop, corrupt, noise), source, count
+
+    def transfer_s(self, data):
+        return len(data) * self.char_s
+
+    def send(self, source, data, deliver):
+        """Put a frame on the line now; deliver(bytes, end_s) gets it (garbled on collision)."""
+        env = self.des.env
+        start = env.now
+        end = start + self.transfer_s(data)
+        data = bytes(data)
+        faults = []
+        for fault in list(self.faults):
+            if fault["source"] not in (None, source):
+                continue
+            faults.append(fault["kind"])
+            if fault["kind"] == "drop":
+                data = None
+            elif fault["kind"] == "corrupt":
+                data = data[:-1] + bytes(((data[-1] ^ 0x01),))
+            elif fault["kind"] == "noise":
+                data = bytes(self.des.random.randrange(256) for _ in range(4)) + data
+            if fault.get("count") is not None:
+                fault["count"] -= 1
+                if fault["count"] <= 0:
+                    self.faults.remove(fault)
+        collided = start < self.busy_until
+        if collided:
+            self.collisions += 1
+            if data is not None:
+                data = bytes(b ^ 0xA5 for b in data)
+            if self.busy_frame is not None:
+                self.busy_frame["garbled"] = True
+        frame = {"garbled": False}
+        self.busy_until = max(self.busy_until, end)
+        self.busy_frame = frame
+        self.frames += 1
+        self.des.trace.record(self, start, source, data or b"", faults=faults, collision=collided)
+
+        def arrive():
+            yield env.timeout(end - start)
+            if data is not None:
+                deliver(bytes(b ^ 0x5A for b in data) if frame["garbled"] else data, env.now)
+
+        env.process(arrive())
+
+
+class InverterModel:
+    """The DEYE master: polls units, keeps values, raises W31 after warn_after misses."""
+
+    def __init__(self, des, units, poll_period_s, timeout_s, warn_after, profile):
+        self.des = des
+        self.units = {
+            unit: {"values": None, "identity": None, "misses": 0, "answers": 0, "comm_warning": False} for unit in units
+        }
+        self.poll_period_s = poll_period_s
+        self.timeout_s = timeout_s
+        self.warn_after = warn_after
+        self.profile = profile
+        self.cycles = 0
+        self._reply = None
+        self.battery_current_ma = {}
+
+    def reply_arrived(self, data, now_s):
+        if self._reply is not None and not self._reply.triggered:
+            self._reply.succeed(data)
+
+    def ask(self, request):
+        """A request out and its reply (bytes) or None after the timeout; a simpy process."""
+        env = self.des.env
+        self._reply = env.event()
+        reply_event = self._reply
+        self.des.inverter_bus.send("deye", request, lambda data, t: self.des.proxy_inv_bytes(data, t))
+        result = yield reply_event | env.timeout(self.des.inverter_bus.transfer_s(request) + self.timeout_s)
+        self._reply = None
+        return result[reply_event] if reply_event in result else None
+
+    def run(self):
+        env = self.des.env
+        while True:
+            started = env.now
+            for unit, state in self.units.items():
+                reply = yield env.process(self.ask(modbus.encode_read_request(unit, modbus.READ_INPUT, 0x1000, 25)))
+                try:
+                    event = modbus.decode_response(reply) if reply else None
+                except modbus.RemoteProtocolError:
+                    event = None
+                if isinstance(event, modbus.ReadResponse) and event.unit == unit:
+                    state["values"] = deye.named_registers(0x1000, event.registers)
+                    state["misses"] = 0
+                    state["answers"] += 1
+                    state["comm_warning"] = False
+                    if state["identity"] is None:
+                        identity = yield env.process(self.ask(modbus.encode_report_id_request(unit)))
+                        try:
+                            state["identity"] = deye.decode_identity(modbus.decode_response(identity).data)
+                        except (modbus.RemoteProtocolError, AttributeError, TypeError):
+                            pass
+                else:
+                    state["misses"] += 1
+                    if state["answers"] and state["misses"] >= self.warn_after:
+                        state["comm_warning"] = True
+                yield env.timeout(0.005)
+            self.cycles += 1
+            self._power()
+            yield env.timeout(max(0.0, self.poll_period_s - (env.now - started)))
+
+    def _power(self):
+        online = [(u, s) for u, s in self.units.items() if s["values"] is not None and not s["comm_warning"]]
+        self.battery_current_ma = {}
+        if not online:
+            return
+        watts = self.profile.watts_at(self.des.env.now)
+        volts = sum(s["values"]["pack_voltage_mv"] for _, s in online) / len(online) / 1000 or 51.2
+        share = watts / volts * 1000 / len(online)
+        for unit, state in online:
+            current = min(share, state["values"]["max_charge_current_ma"]) if share > 0 else share
+            self.battery_current_ma[unit] = round(current)
+
+    def warnings(self):
+        return ["W31 Battery_comm_warn: battery %d" % (unit + 1) for unit, s in self.units.items() if s["comm_warning"]]
+
+
+class DesBench:
+    def __init__(self, bench, seed=None, config_overrides=None):
+        self.bench = bench
+        self.env = simpy.Environment()
+        self.random = random.Random(bench.seed if seed is None else seed)
+        self.trace = Trace(protocols={name: b.protocol for name, b in bench.buses.items()}, decode=False)
+        self.batteries, self.devices = build_devices(bench)
+        self.config = vbms_config(bench, TOKEN)
+        self.config.update(config_overrides or {})
+        self.saved_config = None
+        self.proxy = app.Proxy(self.config, 0)
+        self.buses = {name: BusModel(self, name, spec.baud, spec.protocol) for name, spec in bench.buses.items()}
+        bms = sorted({spec.bus for spec in bench.batteries if spec.bus})
+        self.bms_bus = self.buses[bms[0]] if bms else None
+        self.inverter_bus = self.buses[bench.inverter["bus"]]
+        self.inverter = InverterModel(
+            self, bench.inverter["units"], bench.inverter["poll_period_s"], bench.inverter["timeout_s"],
+            bench.inverter["warn_after"], PowerProfile(**bench.profile),
+        )  # fmt: skip
+        self.ble_sessions = {}
+        self.ble_refused = set()
+        self.ble_peripherals = {spec.slot: spec for spec in bench.batteries if spec.type == "jk_ble"}
+        self.env.process(self.inverter.run())
+        self.env.process(self._ticker())
+        self.env.process(self._ble_stream())
+        self.env.process(self._clock())
+
+    # --- the proxy's world ------------------------------------------------------------
+
+    def now_us(self):
+        return int(self.env.now * 1_000_000)
+
+    def proxy_inv_bytes(self, data, now_s):
+        self.proxy.inv_bytes(data, int(now_s * 1_000_000))
+        self._act()
+
+    def _bms_reply(self, data, now_s):
+        self.proxy.bms_bytes(data, int(now_s * 1_000_000))
+        self._act()
+
+    def _act(self):
+        for action in self.proxy.take_actions():
+            kind = action[0]
+            if kind == "bms_write" and self.bms_bus is not None:
+                self.bms_bus.send("dut", action[1], self._bms_request_heard)
+            elif kind == "inv_write":
+                self.inverter_bus.send("dut", action[1], self.inverter.reply_arrived)
+            elif kind == "ble_connect":
+                self.env.process(self._ble_connect(action[1]))
+            elif kind == "ble_write":
+                session = self.ble_sessions.get(action[1])
+                if session is not None:
+                    for chunk in session.on_write(action[2], self.env.now):
+                        self.env.process(self._notify(action[1], chunk, 0.005))
+            elif kind == "ble_disconnect":
+                self.ble_sessions.pop(action[1], None)
+            elif kind == "ble_scan":
+                devices = [
+                    [spec.address, spec.name, -60, slot in self.ble_sessions]
+                    for slot, spec in self.ble_peripherals.items()
+                ]
+                self.env.process(self._later_ble_event(1.0, "scan_result", None, devices))
+            elif kind == "save_config":
+                self.saved_config = dict(action[1])
+            elif kind == "reboot":
+                self.env.process(self._reboot())
+
+    def _bms_request_heard(self, request, now_s):
+        for spec in self.bench.batteries:
+            if spec.bus is None:
+                continue
+            device = self.devices[spec.slot]
+            if spec.type == "byd_pro":
+                answer = device.handle(request)
+            elif spec.type == "jk_rs485":
+                answer = device.handle_modbus(request)
+            else:
+                answer = device.handle_4e57(request)
+            if answer is not None:
+                reply, delay_s = answer
+                self.env.process(self._later(delay_s, self.bms_bus.send, spec.name, reply, self._bms_reply))
+
+    def _later(self, delay_s, function, *args):
+        yield self.env.timeout(delay_s)
+        function(*args)
+        self._act()
+
+    def _later_ble_event(self, delay_s, kind, slot, data):
+        yield self.env.timeout(delay_s)
+        self.proxy.ble_event(kind, slot, data, self.now_us())
+        self._act()
+
+    def _ble_connect(self, slot):
+        yield self.env.timeout(0.3)
+        device = self.devices.get(slot)
+        if slot in self.ble_refused or not isinstance(device, JkBms) or device.failure == "refuse_reconnect":
+            yield self.env.timeout(2.7)
+            self.proxy.ble_event("connect_failed", slot, "not found", self.now_us())
+        else:
+            self.ble_sessions[slot] = JkBleSession(device, self.ble_peripherals[slot].chunking)
+            self.proxy.ble_event("connected", slot, None, self.now_us())
+        self._act()
+
+    def _notify(self, slot, chunk, delay_s):
+        yield self.env.timeout(delay_s)
+        if slot in self.ble_sessions:
+            self.proxy.ble_event("notify", slot, chunk, self.now_us())
+            self._act()
+
+    def drop_ble(self, slot, refuse=False):
+        """The radio link to a JK module is lost (and, with refuse, stays refused)."""
+        if refuse:
+            self.ble_refused.add(slot)
+        if self.ble_sessions.pop(slot, None) is not None:
+            self.proxy.ble_event("disconnected", slot, "link lost", self.now_us())
+            self._act()
+
+    def _ble_stream(self):
+        while True:
+            yield self.env.timeout(0.1)
+            for slot, session in list(self.ble_sessions.items()):
+                device = self.devices[slot]
+                if device.failure in ("disconnect", "refuse_reconnect"):
+                    self.drop_ble(slot, refuse=device.failure == "refuse_reconnect")
+                    if device.failure == "disconnect":
+                        device.failure = None
+                    continue
+                for chunk in session.poll(self.env.now):
+                    self.proxy.ble_event("notify", slot, chunk, self.now_us())
+            self._act()
+
+    def _ticker(self):
+        while True:
+            now_us = self.now_us()
+            wait_s = min(max(self.proxy.next_deadline_us() - now_us, 500) / 1e6, 0.1)
+            yield self.env.timeout(wait_s)
+            self.proxy.tick(self.now_us())
+            self._act()
+
+    def _clock(self):
+        while True:
+            yield self.env.timeout(1.0)
+            currents = self.inverter.battery_current_ma
+            for slot, battery in self.batteries.items():
+                battery.advance(1.0, currents.get(slot, 0))
+                device = self.devices[slot]
+                if isinstance(device, JkBms):
+                    device.uptime_s = int(self.env.now)
+
+    def _reboot(self):
+        yield self.env.timeout(0.5)
+        self.ble_sessions.clear()
+        self.proxy = app.Proxy(self.saved_config or self.config, self.now_us())
+
+    # --- what scenarios use --------------------------------------------------------------
+
+    def run_for(self, seconds):
+        self.env.run(until=self.env.now + seconds)
+
+    def rpc(self, method, params=None, token=None):
+        result, error = self.proxy.rpc(method, params or {}, self.now_us(), token=token, wall_s=int(self.env.now))
+        self._act()
+        return result, error
