@@ -357,3 +357,51 @@ def run_proxy(args):
     for name, target in report["targets"].items():
         print("  target %s: %s (measured %s)" % (name, "met" if target["met"] else "NOT MET", target["measured"]))
     return 0
+
+
+# --- vbms bench des -------------------------------------------------------------------
+
+
+def des_speed(bench, simulated_s):
+    from .des import DesBench
+
+    world = DesBench(bench)
+    start = time.perf_counter()
+    world.run_for(simulated_s)
+    wall = time.perf_counter() - start
+    return {
+        "bench": bench.name,
+        "batteries": len(bench.batteries),
+        "simulated_s": simulated_s,
+        "wall_s": round(wall, 2),
+        "speedup": round(simulated_s / wall),
+        "day_wall_s": round(86400 * wall / simulated_s),
+        "inverter_cycles": world.inverter.cycles,
+        "bms_cycles": world.proxy.bms_cycles,
+    }
+
+
+def run_des(args):
+    from .benchfile import load_default, parse
+
+    fifteen = parse(
+        {
+            "name": "fifteen",
+            "buses": {"inverter": {"baud": 9600, "protocol": "deye"}, "bms": {"baud": 9600, "protocol": "byd-pro"}},
+            "inverter": {"bus": "inverter", "units": list(range(15))},
+            "batteries": [{"slot": s, "type": "byd_pro", "bus": "bms", "address": s + 1} for s in range(15)],
+        }
+    )
+    rows = [des_speed(load_default(), args.seconds), des_speed(fifteen, args.seconds)]
+    report = {"rows": rows, "target": {"day_under_60_s": all(r["day_wall_s"] < 60 for r in rows)}}
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    print("des target (simpy), %g simulated seconds each:" % args.seconds)
+    for row in rows:
+        print(
+            "  %-8s %2d batteries: %6.2f s wall, %5dx real time, a simulated day in %5d s"
+            % (row["bench"], row["batteries"], row["wall_s"], row["speedup"], row["day_wall_s"])
+        )
+    print("  target a simulated day under 60 s: %s" % ("met" if report["target"]["day_under_60_s"] else "NOT MET"))
+    return 0

@@ -95,6 +95,9 @@ def build_parser():
     codecs.add_argument("--json", action="store_true", help="print the results as one JSON object")
     wires = bench_kinds.add_parser("wires", help="RS485 bus throughput against theory; BLE frame latency over BlueZoo")
     wires.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    des_bench = bench_kinds.add_parser("des", help="simulated seconds per wall second of the des target")
+    des_bench.add_argument("--seconds", type=float, default=600.0, help="simulated seconds per bench (default 600)")
+    des_bench.add_argument("--json", action="store_true", help="print the results as one JSON object")
     proxy = bench_kinds.add_parser(
         "proxy", help="vbms run's reply latency and data age with 4, 8 and 15 RS485 batteries"
     )
@@ -143,6 +146,8 @@ def main(argv=None):
             parser.error("--seconds must be positive")
         if args.bench == "proxy":
             return benchmarks.run_proxy(args)
+        if args.bench == "des":
+            return benchmarks.run_des(args)
         if args.seconds <= 0:
             parser.error("--seconds must be positive")
         return benchmarks.run_codecs(args)
