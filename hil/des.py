@@ -267,6 +267,7 @@ class DesBench:
     def _notify(self, slot, chunk, delay_s):
         yield self.env.timeout(delay_s)
         if slot in self.ble_sessions:
+            self.trace.ble(self.env.now, self.ble_peripherals[slot].name, chunk)
             self.proxy.ble_event("notify", slot, chunk, self.now_us())
             self._act()
 
@@ -289,6 +290,7 @@ class DesBench:
                         device.failure = None
                     continue
                 for chunk in session.poll(self.env.now):
+                    self.trace.ble(self.env.now, self.ble_peripherals[slot].name, chunk)
                     self.proxy.ble_event("notify", slot, chunk, self.now_us())
             self._act()
 

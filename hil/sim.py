@@ -272,6 +272,10 @@ class Simulation:
                 os.killpg(self.dut_process.pid, signal.SIGKILL)
                 self.dut_process.wait()
 
+    def _trace_notification(self, name, payload):
+        t0 = next(iter(self.buses.values())).t0 if self.buses else self.started_s or 0.0
+        self.trace.ble(time.monotonic() - t0, name, payload)
+
     def _clock(self):
         last = time.monotonic()
         while not self._stop.wait(0.1):

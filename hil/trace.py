@@ -25,6 +25,19 @@ SUMMARY_KEYS = (
 )
 
 
+def ble_summary(raw):
+    """What a notification chunk starts with: a frame header, a command echo, a keep-alive."""
+    raw = bytes(raw)
+    if raw.startswith(b"\x55\xaa\xeb\x90") and len(raw) > 4:
+        kinds = {1: "settings", 2: "cell_info", 3: "device_info", 5: "logbook"}
+        return {"chunk": "frame start", "frame_type": kinds.get(raw[4], raw[4])}
+    if raw.startswith(b"AT\r\n"):
+        return {"chunk": "keep-alive"}
+    if raw.startswith(b"\xaa\x55\x90\xeb"):
+        return {"chunk": "command/trailer", "command": raw[4] if len(raw) > 4 else None}
+    return {"chunk": "continuation"}
+
+
 def summarize(protocol, raw):
     """A short dict describing a frame, for traces and failure reports."""
     if protocol is None:
@@ -74,6 +87,21 @@ class Trace:
             entry["faults"] = list(faults)
         if collision:
             entry["collision"] = True
+        with self._lock:
+            self.records.append(entry)
+            if self._file is not None:
+                self._file.write(json.dumps(entry) + "\n")
+                self._file.flush()
+
+    def ble(self, t_s, source, raw):
+        """A BLE notification (a chunk of a JK frame, or junk) as a trace record on bus "ble"."""
+        entry = {
+            "t": round(t_s, 6),
+            "bus": "ble",
+            "from": source,
+            "hex": bytes(raw).hex().upper(),
+            "decoded": ble_summary(raw),
+        }
         with self._lock:
             self.records.append(entry)
             if self._file is not None:

@@ -34,7 +34,14 @@ _PERMISSIONS = GATTAttributePermissions.readable | GATTAttributePermissions.writ
 
 class JkBlePeripheral:
     def __init__(
-        self, device, adapter="hci0", name=None, gatt_layout="single", chunking="mtu131", reconnect_after_s=3.0
+        self,
+        device,
+        adapter="hci0",
+        name=None,
+        gatt_layout="single",
+        chunking="mtu131",
+        reconnect_after_s=3.0,
+        on_notify=None,
     ):
         if gatt_layout not in GATT_LAYOUTS:
             raise ValueError("unknown GATT layout %r; choose single or split" % (gatt_layout,))
@@ -44,6 +51,7 @@ class JkBlePeripheral:
         self.gatt_layout = gatt_layout
         self.chunking = chunking
         self.reconnect_after_s = reconnect_after_s
+        self.on_notify = on_notify  # on_notify(name, payload): e.g. a bench trace
         self.session = None
         self.notifications = 0
         self.frames_sent = []  # (monotonic time the frame was generated, counter) for latency measurements
@@ -113,6 +121,8 @@ class JkBlePeripheral:
         for payload in payloads:
             gatt.Value = bytes(payload)
             self.notifications += 1
+            if self.on_notify is not None:
+                self.on_notify(self.name, payload)
 
     def _on_write(self, characteristic, value, **_):
         self._send(self.session.on_write(bytes(value), time.monotonic()))
