@@ -31,6 +31,7 @@ def run(args):
                         {"name": n, "address": a} for n, a in zip(environment.adapters, addresses, strict=True)
                     ],
                     "shell": "export DBUS_SYSTEM_BUS_ADDRESS='%s'" % environment.address,
+                    "pids": environment.pids,
                 }
             ),
             flush=True,

@@ -49,6 +49,11 @@ class BleEnvironment:
         self._log = None
 
     @property
+    def pids(self):
+        """The processes this environment started (dbus-daemon, BlueZoo), while it runs."""
+        return [pid for pid in (self._dbus_pid, self._bluezoo.pid if self._bluezoo else None) if pid]
+
+    @property
     def adapters(self):
         """Adapter names in the order of their addresses: hci0, hci1, ..."""
         return ["hci%d" % index for index in range(len(self.adapter_addresses))]
