@@ -41,6 +41,10 @@ class Context:
         if shared and self.target_name == "sim" and "default" in cache:
             self._target = cache["default"]
             return
+        if not shared and "default" in cache:
+            # Two real-time benches on one machine slow each other: the shared one goes, and
+            # comes back when a later scenario needs it.
+            cache.pop("default").stop()
         try:
             world = make_target(self.target_name, bench, self.bench_path)
         except TargetUnavailable as reason:
@@ -91,7 +95,10 @@ def stop_shared_worlds(request):
 
 def reset_sim(target):
     """Undo what a scenario injected, so the next one starts from a healthy bench."""
+    from simulators.deye.inverter import PowerProfile
+
     target.restore_config()
+    target.world.inverter.profile = PowerProfile(**target.world.bench.profile)
     for bus in target.world.buses.values():
         bus.clear_faults()
     for slot, device in target.world.devices.items():
@@ -115,6 +122,19 @@ def inverter_reads_everything(context):
     assert context.wait(
         60, lambda: all(context.target.unit(u)["values"] and not context.target.unit(u)["comm_warning"] for u in units)
     ), "not every battery reached the inverter: %s" % {u: bool(context.target.unit(u)["values"]) for u in units}
+
+
+@given("the inverter draws no power")
+def no_power(context):
+    """Steady currents, so each pack's voltage can be compared with what the inverter read."""
+    from simulators.deye.inverter import PowerProfile
+
+    if context._target is None and context.target_name == "des":
+        bench = load(context.bench_path) if context.bench_path else load_default()
+        bench.profile = {"kind": "constant", "watts": 0.0}
+        context.use(bench)
+    context.target.world.inverter.profile = PowerProfile("constant", watts=0.0)
+    context.target.advance(4)  # a poll cycle with the new currents: voltages settle
 
 
 @given("a bench of fifteen mixed RS485 batteries")
@@ -150,6 +170,15 @@ def solar_day(context):
 @when(parsers.parse("the bench runs for {seconds:d} seconds"))
 def bench_runs(context, seconds):
     context.target.advance(seconds)
+
+
+@when(parsers.parse("the bench runs for {seconds:d} seconds, noting each poll of the batteries"))
+def bench_runs_noting_cycles(context, seconds):
+    for _ in range(seconds // 3):
+        context.target.advance(3)
+        cycle = context.target.rs485_cycle_s()
+        if cycle is not None:
+            context.samples.append(cycle)
 
 
 @when(parsers.parse("BYD battery {battery:d} raises its {word} bit {bit:d}"))
@@ -373,12 +402,34 @@ def answer_holds(context, count):
     assert kind == "registers" and len(registers) == count and registers[0] == 5520, context.answer
 
 
-@then("one poll of every battery takes less than 1.5 times its wire time")
+def wire_time_s(context):
+    """Every battery polled once at its bus's baud rate: request out, reply back, from the real frame sizes."""
+    from vbms_core import byd, jk_4e57, jk_pb
+
+    total_bytes = 0
+    for spec in context.bench().batteries:
+        device = context.target.device(spec.slot)
+        if spec.type == "byd_pro":
+            request = byd.encode_request(spec.address)
+            reply = device.handle(request)[0]
+        elif spec.type == "jk_rs485":
+            request = jk_pb.encode_trigger(spec.address, "status")
+            reply = device.handle_modbus(request)[0]
+        elif spec.type == "jk_4e57":
+            request = jk_4e57.encode_read_all_request()
+            reply = device.handle_4e57(request)[0]
+        else:
+            continue
+        total_bytes += len(request) + len(reply)
+    return total_bytes * 10 / 9600
+
+
+@then("a poll of every battery typically takes less than 1.5 times its wire time")
 def poll_cycle_budget(context):
-    cycle_s = context.target.rs485_cycle_s()
-    char_s = 10 / 9600
-    wire_s = 12 * (8 + 105) * char_s + 2 * (11 + 308) * char_s + (21 + 300) * char_s
-    assert cycle_s is not None and cycle_s < 1.5 * wire_s, (cycle_s, wire_s)
+    samples = sorted(context.samples)
+    assert samples, "no poll cycle was completed"
+    median = samples[len(samples) // 2]
+    assert median < 1.5 * wire_time_s(context), (samples, wire_time_s(context))
 
 
 @then("the inverter reads all fifteen batteries without a warning")

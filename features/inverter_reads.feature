@@ -2,7 +2,8 @@ Feature: The inverter reads every battery through the VBMS
   The DEYE inverter polls units 0x00 to 0x0E; each configured battery answers with its own pack's values.
 
   Background:
-    Given the inverter reads every configured battery
+    Given the inverter draws no power
+    And the inverter reads every configured battery
 
   Scenario Outline: a battery's values reach the inverter, correctly scaled
     Then the inverter shows battery <battery> with the voltage and charge of its pack

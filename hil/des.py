@@ -99,6 +99,7 @@ class InverterModel:
         self.profile = profile
         self.cycles = 0
         self._reply = None
+        self.line = simpy.Resource(des.env, capacity=1)  # one exchange on the line at a time
         self.battery_current_ma = {}
 
     def reply_arrived(self, data, now_s):
@@ -108,12 +109,14 @@ class InverterModel:
     def ask(self, request):
         """A request out and its reply (bytes) or None after the timeout; a simpy process."""
         env = self.des.env
-        self._reply = env.event()
-        reply_event = self._reply
-        self.des.inverter_bus.send("deye", request, lambda data, t: self.des.proxy_inv_bytes(data, t))
-        result = yield reply_event | env.timeout(self.des.inverter_bus.transfer_s(request) + self.timeout_s)
-        self._reply = None
-        return result[reply_event] if reply_event in result else None
+        with self.line.request() as turn:
+            yield turn
+            self._reply = env.event()
+            reply_event = self._reply
+            self.des.inverter_bus.send("deye", request, lambda data, t: self.des.proxy_inv_bytes(data, t))
+            result = yield reply_event | env.timeout(self.des.inverter_bus.transfer_s(request) + self.timeout_s)
+            self._reply = None
+            return result[reply_event] if reply_event in result else None
 
     def run(self):
         env = self.des.env
@@ -199,6 +202,13 @@ class DesBench:
 
     def _bms_reply(self, data, now_s):
         self.proxy.bms_bytes(data, int(now_s * 1_000_000))
+        self._act()
+        # The proxy's next deadline just moved closer (the gap before the next request): be there.
+        self.env.process(self._tick_at(self.proxy.next_deadline_us()))
+
+    def _tick_at(self, deadline_us):
+        yield self.env.timeout(max(deadline_us - self.now_us(), 0) / 1e6)
+        self.proxy.tick(self.now_us())
         self._act()
 
     def _act(self):
