@@ -1,4 +1,5 @@
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,13 @@ def frames_of(*kinds):
 
 def protocol_of(frame):
     return {"U": "jk-4e57", "R": "jk-pb"}.get(frame["id"][0], "jk-ble")
+
+
+def wait_for(condition, timeout_s, step_s=0.25):
+    """Poll condition() until it holds or timeout_s passes (real time); its last value."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step_s)
+    return condition()

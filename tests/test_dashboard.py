@@ -2,10 +2,10 @@
 against vbms run on the default simulated bench."""
 
 import shutil
-import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
 from hil.benchfile import load_default
 from hil.sim import Simulation
@@ -16,15 +16,6 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]  # fmt: skip
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
-
-
-def wait_for(condition, timeout_s):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.25)
-    return condition()
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,9 @@
 
 import json
 import threading
-import time
 
 import paho.mqtt.client as mqtt
+from conftest import wait_for
 
 from hil.benchfile import load_default
 from hil.sim import Simulation
@@ -33,15 +33,6 @@ class Subscriber:
     def close(self):
         self.client.loop_stop()
         self.client.disconnect()
-
-
-def wait_for(condition, timeout_s):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
 
 
 def test_telemetry_discovery_and_rpc_over_mqtt(mqtt_broker):

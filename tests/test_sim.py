@@ -17,6 +17,7 @@ import time
 import pytest
 import serial
 from bleak import BleakClient
+from conftest import wait_for
 
 from hil.benchfile import BenchError, load_default, parse
 from hil.sim import DUT, Simulation
@@ -81,15 +82,6 @@ class StandInDut:
                     reply = self.slave.handle(frame.raw, now_us)
                     if reply is not None:
                         line.write(bytes(reply))
-
-
-def wait_for(condition, timeout_s, step_s=0.2):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step_s)
-    return condition()
 
 
 @pytest.mark.ble

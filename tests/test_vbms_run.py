@@ -4,20 +4,12 @@ import json
 import time
 
 import pytest
+from conftest import wait_for
 
 from hil.benchfile import load_default
 from hil.sim import Simulation
 
 pytestmark = pytest.mark.ble
-
-
-def wait_for(condition, timeout_s, step_s=0.25):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step_s)
-    return condition()
 
 
 @pytest.fixture(scope="module")
