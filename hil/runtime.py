@@ -299,7 +299,8 @@ class Runtime:
     async def close(self):
         if self.mqtt is not None:
             self.mqtt.close()
-        self.web.shutdown()
+        if getattr(self.web, "server", None) is not None:  # a stop right at start: no server yet
+            self.web.shutdown()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
