@@ -444,9 +444,12 @@ class Runtime:
         static = resources.files("hil").joinpath("web")
         content_types = {"html": "text/html; charset=utf-8", "js": "text/javascript", "css": "text/css"}
 
+        # read once at start, not on every request
+        files = {name: static.joinpath(name).read_bytes() for name in ("index.html", "app.js", "style.css")}
+
         def page(name):
-            body = static.joinpath(name).read_bytes()
-            return body, 200, {"Content-Type": content_types[name.rsplit(".", 1)[1]], "Cache-Control": "no-cache"}
+            headers = {"Content-Type": content_types[name.rsplit(".", 1)[1]], "Cache-Control": "no-cache"}
+            return files[name], 200, headers
 
         @web.route("/")
         async def index(request):
@@ -454,7 +457,7 @@ class Runtime:
 
         @web.route("/static/<name>")
         async def asset(request, name):
-            if name not in ("app.js", "style.css"):
+            if name not in files or name == "index.html":
                 return {"error": {"code": 404, "message": "no such file"}}, 404
             return page(name)
 

@@ -69,9 +69,6 @@ class DesTarget(Target):
     def bus_fault(self, bus, kind, source=None, count=None):
         self.world.buses[bus].faults.append({"kind": kind, "source": source, "count": count})
 
-    def clear_bus_faults(self, bus):
-        self.world.buses[bus].faults.clear()
-
     def drop_ble(self, slot, refuse=False):
         self.world.drop_ble(slot, refuse)
 
@@ -91,9 +88,6 @@ class DesTarget(Target):
         process = world.env.process(world.inverter.ask(request))
         world.env.run(until=process)
         return _classify(process.value)
-
-    def noise_on(self, bus, count=1):
-        self.bus_fault(bus, "noise", count=count)
 
     def rs485_cycle_s(self):
         return None if self.world.proxy.last_cycle_us is None else self.world.proxy.last_cycle_us / 1e6
@@ -138,10 +132,7 @@ class SimTarget(Target):
     def bus_fault(self, bus, kind, source=None, count=None):
         from .wires.rs485 import Fault
 
-        self.world.buses[bus].add_fault(Fault(kind, source=source if source != "deye" else "deye", count=count))
-
-    def clear_bus_faults(self, bus):
-        self.world.buses[bus].clear_faults()
+        self.world.buses[bus].add_fault(Fault(kind, source=source, count=count))
 
     def drop_ble(self, slot, refuse=False):
         self.device(slot).set_failure("refuse_reconnect" if refuse else "disconnect")
@@ -162,9 +153,6 @@ class SimTarget(Target):
     def inverter_read(self, unit, address, count, function=modbus.READ_INPUT):
         request = modbus.with_crc(bytes((unit, function, address >> 8, address & 0xFF, count >> 8, count & 0xFF)))
         return _classify(self.world.inverter.raw_exchange(request))
-
-    def noise_on(self, bus, count=1):
-        self.bus_fault(bus, "noise", count=count)
 
     def rs485_cycle_s(self):
         status, info = self.world.rpc("Sys.GetInfo")

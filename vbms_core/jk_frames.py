@@ -249,10 +249,8 @@ _SETTINGS_OFFSETS = {
 
 
 def checksum(frame):
-    total = 0
-    for index in range(FRAME_LENGTH - 1):
-        total += frame[index]
-    return total & 0xFF
+    """sum8 of bytes 0..298, the byte a valid frame carries at 299."""
+    return sum(frame[: FRAME_LENGTH - 1]) & 0xFF
 
 
 def check_frame(frame):
@@ -261,7 +259,7 @@ def check_frame(frame):
         raise RemoteProtocolError("JK frame truncated: %d of 300 bytes" % len(frame), raw=bytes(frame))
     if frame[:4] != HEADER:
         raise RemoteProtocolError("not a JK frame: header %s" % bytes(frame[:4]).hex(), raw=bytes(frame), offset=0)
-    expected = sum(frame[: FRAME_LENGTH - 1]) & 0xFF
+    expected = checksum(frame)
     if frame[FRAME_LENGTH - 1] != expected:
         raise RemoteProtocolError(
             "JK frame checksum %02X, computed %02X" % (frame[FRAME_LENGTH - 1], expected),
