@@ -1,17 +1,19 @@
 """Bus traces: one JSON line per frame, and `vbms trace show`.
 
 A line: {"t": seconds since the trace started, "bus": name, "from": sender,
-"hex": bytes, "decoded": short summary from vbms_core.dissect (or "error"),
-"faults": [...], "collision": bool}.
+"hex": bytes, "decoded": short summary from vbms_core.dissect (or "error"; with
+"decoded_as" when the frame is not of the bus's protocol), "faults": [...],
+"collision": bool}.
 """
 
 import json
 import threading
 
-from vbms_core.dissect import dissect
+from vbms_core.dissect import dissect, guess_protocol
 from vbms_core.errors import RemoteProtocolError
 
 SUMMARY_KEYS = (
+    "decoded_as",
     "direction",
     "unit",
     "address",
@@ -39,13 +41,27 @@ def ble_summary(raw):
 
 
 def summarize(protocol, raw):
-    """A short dict describing a frame, for traces and failure reports."""
+    """A short dict describing a frame, for traces and failure reports.
+
+    A frame is decoded with the bus's protocol.  A bus may carry several
+    protocols (a BMS bus with BYD modules, JK-PB and 4E57 packs): a frame that
+    is not one of the bus's protocol is decoded as what it is
+    (vbms_core.dissect.guess_protocol), and its summary says which protocol
+    that was.  A frame that is neither keeps the bus protocol's error.
+    """
     if protocol is None:
         return None
     try:
         result = dissect(protocol, raw)
     except RemoteProtocolError as error:
-        return {"error": str(error)}
+        guessed = guess_protocol(raw) if raw else None
+        if guessed is None or guessed == protocol:
+            return {"error": str(error)}
+        try:
+            result = dissect(guessed, raw)
+        except RemoteProtocolError:
+            return {"error": str(error)}
+        result["decoded_as"] = guessed
     summary = {key: result[key] for key in SUMMARY_KEYS if key in result}
     values = result.get("values")
     if values:

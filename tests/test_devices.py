@@ -2,6 +2,7 @@
 
 import pytest
 from conftest import JK_FRAMES
+from pymodbus.client.mixin import ModbusClientMixin
 from pymodbus.framer import FramerRTU
 from pymodbus.pdu import DecodePDU
 from pymodbus.pdu.register_message import ReadHoldingRegistersRequest, ReadHoldingRegistersResponse
@@ -41,14 +42,28 @@ def test_jk_pb_answers_the_captured_trigger_and_acks(battery):
     assert result["pack_voltage_mv"] == battery.pack_voltage_mv
 
 
-def test_jk_pb_register_reads_decode_in_pymodbus(battery):
-    device = JkBms(battery, address=1)
-    request = FramerRTU(DecodePDU(False)).buildFrame(ReadHoldingRegistersRequest(address=0x1200, count=8, dev_id=1))
+def pymodbus_read(device, address, count):
+    request = FramerRTU(DecodePDU(False)).buildFrame(
+        ReadHoldingRegistersRequest(address=address, count=count, dev_id=1)
+    )
     reply, _ = device.handle_modbus(request)
     _, pdu = FramerRTU(DecodePDU(False)).handleFrame(reply, 0, 0)
-    assert isinstance(pdu, ReadHoldingRegistersResponse) and len(pdu.registers) == 8
-    first_cell = int.from_bytes(pdu.registers[0].to_bytes(2, "big"), "little")  # LE memory read as BE words
-    assert first_cell == battery.cell_voltages_mv()[0]
+    assert isinstance(pdu, ReadHoldingRegistersResponse) and len(pdu.registers) == count
+    return pdu.registers
+
+
+def test_jk_pb_register_reads_decode_in_pymodbus(battery):
+    # pymodbus as the master: registers are big-endian words, 32-bit values high word first
+    # (jk-protocols.md 11.2; the esphome JK-PB Modbus example reads U_WORD / U_DWORD / S_DWORD).
+    battery.advance(1.0, -12_345)
+    device = JkBms(battery, address=1)
+    assert pymodbus_read(device, 0x1200, 8) == battery.cell_voltages_mv()[:8]
+    datatype = ModbusClientMixin.DATATYPE
+    pack_mv = ModbusClientMixin.convert_from_registers(pymodbus_read(device, 0x1290, 2), datatype.UINT32)
+    assert pack_mv == battery.pack_voltage_mv
+    current_ma = ModbusClientMixin.convert_from_registers(pymodbus_read(device, 0x1298, 2), datatype.INT32)
+    assert current_ma == battery.current_ma < 0
+    assert pymodbus_read(device, 0x12A6, 1)[0] & 0xFF == battery.soc_permille // 10  # SOC: low byte
     reply, _ = device.handle_modbus(jk_pb.encode_read(1, 0x1F00, 2))
     assert dissect("modbus", reply)["exception"] == "illegal_data_address"
 
@@ -73,11 +88,23 @@ def test_jk_ble_answers_real_commands_with_random_padding(battery, command):
     assert dissect("jk-ble", frame.raw)["frame_type"] == expected
 
 
+# Notification sizes seen on the air (jk-protocols.md 1.3): JK04 at MTU 23 sends 20-byte chunks
+# (the C8 trailer in its own 20 bytes); JK-PB 14.20 at MTU 131 sends 128 + 22 + 128 + 22, the
+# C8 trailer with AT\r\n (24 bytes) and lone AT\r\n (4 bytes); JK-B1A20S15P at MTU 247 sends
+# 150 + 150 and a separate 20-byte C8 trailer.
 @pytest.mark.parametrize("chunking, sizes", [("mtu23", {20}), ("mtu131", {128, 22, 4, 24}), ("mtu247", {150, 20})])
 def test_notifications_are_chunked_like_real_modules(battery, chunking, sizes):
     session = JkBleSession(JkBms(battery), chunking)
     notifications = session.on_write(jk_ble.encode_command(0x96), 0.0) + session.poll(0.6)
-    assert {len(n) for n in notifications} <= sizes
+    assert {len(n) for n in notifications} == sizes
+    reassembler = jk_ble.JkReassembler()
+    for notification in notifications:
+        reassembler.feed(notification)
+    frames = []
+    while (event := reassembler.next_event()) is not modbus.NEED_DATA:
+        if isinstance(event, jk_ble.JkFrame):
+            frames.append(dissect("jk-ble", event.raw)["frame_type"])
+    assert frames == ["settings", "cell_info"]
 
 
 # --- failure modes, each switched on and off -------------------------------------------

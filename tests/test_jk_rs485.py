@@ -2,6 +2,7 @@
 
 import pytest
 from conftest import JK_FRAMES
+from test_golden_jk import summary_values
 
 from vbms_core import jk_4e57, jk_frames, jk_pb
 from vbms_core.dissect import dissect
@@ -31,15 +32,65 @@ def test_trigger_reply_with_garbage_after_the_ack_is_rejected():
         dissect("jk-pb", BY_ID["R02"] + BY_ID["R03"] + b"\x01\x02")
 
 
-def test_register_reads_return_the_block_image_bytes():
+def reference_values(frame_id):
+    frame = next(f for f in JK_FRAMES if f["id"] == frame_id)
+    return summary_values(frame["summary"])
+
+
+def test_register_reads_hold_the_field_values():
+    # Expected values: the reference summary of the real R02 frame; byte order: jk-protocols.md 11.2,
+    # dbus-serialbattery's JKBMS-PB notes (big-endian; observed 0d0e = 3342 mV), the esphome JK-PB
+    # Modbus example (U_WORD / U_DWORD, high word first).
+    expect = reference_values("R02")
+    cells = [int(v) for v in expect["cells_mV(16)"].strip("[]").split(",")]
     image = jk_pb.image_from_frame(BY_ID["R02"])
-    # 0x1200: cell voltages as the BMS returns them (LE u16 memory read as BE words)
-    words = jk_pb.registers_from_image(image, 0x1200, 2, jk_pb.LIVE_BLOCK)
-    assert words == (0xDD0C, 0xDD0C)  # 3293 mV = 0x0CDD stored little-endian
-    # 0x1290: pack voltage, 4 bytes at byte offset 0x90
-    raw = jk_pb.image_slice(image, 0x1290, 2, jk_pb.LIVE_BLOCK)
-    assert int.from_bytes(raw, "little") == 52_695
+    live = jk_pb.LIVE_BLOCK
+    assert jk_pb.registers_from_image(image, 0x1200, 16, live) == tuple(cells)
+    assert jk_pb.registers_from_image(image, 0x1200, 1, live) == (0x0CDD,)  # 3293 mV, not 0xDD0C
+    assert jk_pb.wire_image(image, live)[:2] == b"\x0c\xdd"
+    # 32-bit fields: high word first
+    pack_mv = round(float(expect["pack_V"]) * 1000)
+    assert jk_pb.registers_from_image(image, 0x1290, 2, live) == (pack_mv >> 16, pack_mv & 0xFFFF)
+    remaining_mah = round(float(expect["cap_remaining_Ah"]) * 1000)
+    full_mah = round(float(expect["full_charge_cap_Ah"]) * 1000)
+    assert jk_pb.registers_from_image(image, 0x12A8, 6, live) == (
+        remaining_mah >> 16,
+        remaining_mah & 0xFFFF,
+        full_mah >> 16,
+        full_mah & 0xFFFF,
+        0,
+        int(expect["cycles"]),
+    )
+    # 16-bit temperatures in 0.1 degC
+    assert jk_pb.registers_from_image(image, 0x128A, 1, live) == (round(float(expect["mos_temp_C@144"]) * 10),)
+    t1, t2 = (round(float(expect[key]) * 10) for key in ("T1_C", "T2_C"))
+    assert jk_pb.registers_from_image(image, 0x129C, 2, live) == (t1, t2)
+    # byte pairs in address order: BalanSta (0xA6) high, SOC (0xA7) low; SOH (0xB8) high
+    assert jk_pb.registers_from_image(image, 0x12A6, 1, live) == (int(expect["soc_pct"]),)
+    assert jk_pb.registers_from_image(image, 0x12B8, 1, live)[0] >> 8 == int(expect["soh_pct"])
     assert dissect("jk-pb", jk_pb.encode_read(1, 0x1200, 10))["block"] == "live_data"
+
+
+def test_register_reads_of_text_keep_the_characters_in_order():
+    # dbus-serialbattery's observed reply to 01 03 1400 000A reads "JK_PB2A16S20P..." in order.
+    image = jk_pb.image_from_frame(BY_ID["B10"])
+    registers = jk_pb.registers_from_image(image, 0x1400, 8, jk_pb.DEVICE_BLOCK)
+    text = b"".join(register.to_bytes(2, "big") for register in registers)
+    vendor = reference_values("B10")["vendor"].strip("'")
+    assert text.startswith(vendor.encode())
+
+
+def test_register_reads_of_settings_are_big_endian_u32():
+    expect = reference_values("R04")
+    image = jk_pb.image_from_frame(BY_ID["R04"])
+    uvp_mv = round(float(expect["cell_uvp_V"]) * 1000)
+    assert jk_pb.registers_from_image(image, 0x1004, 2, jk_pb.SETTINGS_BLOCK) == (uvp_mv >> 16, uvp_mv & 0xFFFF)
+    capacity_mah = round(float(expect["capacity_Ah"]) * 1000)
+    assert jk_pb.registers_from_image(image, 0x107C, 2, jk_pb.SETTINGS_BLOCK) == (
+        capacity_mah >> 16,
+        capacity_mah & 0xFFFF,
+    )
+    assert jk_pb.registers_from_image(image, 0x1114, 1, jk_pb.SETTINGS_BLOCK) == (int(expect["ctrl_bits(282)"], 16),)
 
 
 def test_legacy_4e57_frames():

@@ -7,19 +7,24 @@ error word) and 10.3 (4E57 warnings).
 Units are integers: mV, mA (positive = charging), mAh, 0.1 degC (_ddegc) and
 0.1 % (_permille).  None means "the source does not report it".
 
-The translation tables are literal: (source bit, DEYE word, DEYE bit).  Where a
-source bit has no DEYE meaning it is listed with None so the choice is
-visible.  Fixes against the original firmware (section 1.3.5):
+The translation tables are literal: (source bit, DEYE word, DEYE bit), one row
+per DEYE bit a source bit sets.  Where a source bit has no DEYE meaning it is
+listed with None so the choice is visible.  Fixes against the original firmware (section 1.3.5):
 - cell min/max come from the cells that exist, never from neighbouring fields;
 - BYD module/pack bits land on the pack bits, short circuits on their own bit;
 - the DEYE status bits (charging, discharging) come from the sign of the
   current, not from a copy of the BYD state word, and the MOSFET bits from what
   the source reports (BYD reports none: no charge- or discharge-blocking
   protection active is taken as "on").
-Inferred mappings are marked [INFER].
+Each table row is marked [ORIGINAL], [CHANGED: reason] or [INFER] against the
+original firmware; docs/alarms.md explains the marks.
+
+JK04 frames carry no SOC: estimate_soc fills one in from the cell voltages on
+an open-circuit-voltage curve (OCV_CURVES) and marks the reading
+soc_estimated, so the inverter is never told a silent 0 %.
 """
 
-from .compat import clamp
+from .compat import clamp, div_round
 
 WARNING = "warning"
 PROTECTION = "protection"
@@ -74,119 +79,174 @@ FAULT_STATUS_NAMES = (
     "charging", "discharging", "charge_mosfet_on", "discharge_mosfet_on", "charge_current_limited",
 )  # fmt: skip
 
+# Every row is marked against the original firmware (d4rkmen/virtual-bms src/bms.c,
+# reference deye-byd-modbus.md 2.4): [ORIGINAL] does what it does, [CHANGED: why]
+# departs from it, [INFER] has no counterpart there.  docs/alarms.md lists the same.
+# A DEYE inverter stops charging or discharging on a protection bit and shows a
+# warning bit; so a condition the battery acts on must reach a protection bit,
+# one it only reports a warning bit.
+
 # BYD alarm_state -> DEYE warning (section 2.3 bit table).
 BYD_ALARM_TO_DEYE = (
-    (0, WARNING, W_PACK_HIGH),
-    (1, WARNING, W_PACK_HIGH),  # module = the pack for one module
-    (2, WARNING, W_CELL_HIGH),
-    (3, WARNING, W_PACK_LOW),
-    (4, WARNING, W_PACK_LOW),
-    (5, WARNING, W_CELL_LOW),
-    (6, WARNING, W_CHARGE_CURRENT),
-    (7, WARNING, W_DISCHARGE_CURRENT),
-    (8, WARNING, W_TEMP_HIGH),
-    (9, WARNING, W_TEMP_HIGH),
-    (10, WARNING, W_TEMP_LOW),
-    (11, WARNING, W_TEMP_LOW),
-    (12, WARNING, W_SOC_LOW),
-    (14, WARNING, W_DISCHARGE_CURRENT),  # [INFER] short circuit has no warning bit
-    (15, None, None),  # reverse connection: no DEYE equivalent
-    (16, None, None),  # cycles high: informational
-    (17, WARNING, W_TEMP_LOW),  # [INFER] low-temperature overcharge
-    (18, WARNING, W_TEMP_LOW),  # [INFER]
-    (19, WARNING, W_CHARGE_CURRENT),  # [INFER] charge short circuit
+    (0, WARNING, W_PACK_HIGH),  # [ORIGINAL]
+    # [CHANGED: one B-Plus module is the whole battery of its slot, so its module-voltage alarm is
+    # the slot's pack-voltage alarm; the original dropped bits 1 and 4]
+    (1, WARNING, W_PACK_HIGH),
+    (2, WARNING, W_CELL_HIGH),  # [ORIGINAL]
+    (3, WARNING, W_PACK_LOW),  # [ORIGINAL]
+    (4, WARNING, W_PACK_LOW),  # [CHANGED: see bit 1]
+    (5, WARNING, W_CELL_LOW),  # [ORIGINAL]
+    (6, WARNING, W_CHARGE_CURRENT),  # [ORIGINAL]
+    (7, WARNING, W_DISCHARGE_CURRENT),  # [ORIGINAL]
+    (8, WARNING, W_TEMP_HIGH),  # [ORIGINAL]
+    (9, WARNING, W_TEMP_HIGH),  # [ORIGINAL]
+    (10, WARNING, W_TEMP_LOW),  # [ORIGINAL]
+    (11, WARNING, W_TEMP_LOW),  # [ORIGINAL]
+    (12, WARNING, W_SOC_LOW),  # [ORIGINAL]
+    # [CHANGED: the original drops the short-circuit alarms; DEYE has no short-circuit warning, the
+    # nearest is the current warning of the same direction, and a warning only informs]
+    (14, WARNING, W_DISCHARGE_CURRENT),
+    (15, None, None),  # [ORIGINAL] reverse connection: no DEYE warning
+    (16, None, None),  # [ORIGINAL] cycles high: informational
+    # [CHANGED: the original sets "MOSFET temperature high" for the low-temperature overcharge alarms,
+    # the opposite condition on another part; a low battery temperature is DEYE's battery-temp-low]
+    (17, WARNING, W_TEMP_LOW),
+    (18, WARNING, W_TEMP_LOW),  # [CHANGED: see bit 17]
+    (19, WARNING, W_CHARGE_CURRENT),  # [CHANGED: see bit 14]
 )
 
-# BYD protect_state -> DEYE protection (same bit table).
+# BYD protect_state -> DEYE protection (same bit table).  The original raises no
+# warning from protect_state; neither does this.
 BYD_PROTECT_TO_DEYE = (
-    (0, PROTECTION, P_PACK_HIGH),
-    (1, PROTECTION, P_PACK_HIGH),
-    (2, PROTECTION, P_CELL_HIGH),
-    (3, PROTECTION, P_PACK_LOW),
-    (4, PROTECTION, P_PACK_LOW),
-    (5, PROTECTION, P_CELL_LOW),
-    (6, PROTECTION, P_OVERCURRENT),
-    (7, PROTECTION, P_OVERCURRENT),
-    (8, PROTECTION, P_CHARGE_TEMP_HIGH),
-    (9, PROTECTION, P_DISCHARGE_TEMP_HIGH),
-    (10, PROTECTION, P_CHARGE_TEMP_LOW),
-    (11, PROTECTION, P_DISCHARGE_TEMP_LOW),
-    (12, PROTECTION, P_CELL_LOW),  # [INFER] SOC-low protection stops discharge like cell-low
-    (14, PROTECTION, P_SHORT_CIRCUIT),
-    (15, FAULT, F_COMMUNICATION),  # [INFER] reverse connection: generic fault
-    (16, None, None),
-    (17, PROTECTION, P_CHARGE_TEMP_LOW),  # [INFER]
-    (18, PROTECTION, P_CHARGE_TEMP_LOW),  # [INFER]
-    (19, PROTECTION, P_SHORT_CIRCUIT),
+    (0, PROTECTION, P_PACK_HIGH),  # [ORIGINAL]
+    (1, PROTECTION, P_PACK_HIGH),  # [CHANGED: module = the slot's pack, see BYD_ALARM_TO_DEYE bit 1]
+    (2, PROTECTION, P_CELL_HIGH),  # [ORIGINAL]
+    (3, PROTECTION, P_PACK_LOW),  # [ORIGINAL]
+    (4, PROTECTION, P_PACK_LOW),  # [CHANGED: see bit 1]
+    (5, PROTECTION, P_CELL_LOW),  # [ORIGINAL]
+    (6, PROTECTION, P_OVERCURRENT),  # [ORIGINAL]
+    (7, PROTECTION, P_OVERCURRENT),  # [ORIGINAL]
+    (8, PROTECTION, P_CHARGE_TEMP_HIGH),  # [ORIGINAL]
+    (9, PROTECTION, P_DISCHARGE_TEMP_HIGH),  # [ORIGINAL]
+    (10, PROTECTION, P_CHARGE_TEMP_LOW),  # [ORIGINAL]
+    (11, PROTECTION, P_DISCHARGE_TEMP_LOW),  # [ORIGINAL]
+    # [CHANGED: the module has stopped discharging; the original does not tell the inverter, which
+    # keeps drawing until the module cuts off.  DEYE has no SOC protection bit: cell-low stops discharge]
+    (12, PROTECTION, P_CELL_LOW),
+    (14, PROTECTION, P_SHORT_CIRCUIT),  # [ORIGINAL]
+    # [CHANGED: a reverse-connected module delivers nothing; the original drops it; DEYE has no
+    # matching protection bit, so the generic fault bit]
+    (15, FAULT, F_COMMUNICATION),
+    (16, None, None),  # [ORIGINAL] cycles high: informational
+    # [CHANGED: the module has stopped charging because it is too cold; the original drops it]
+    (17, PROTECTION, P_CHARGE_TEMP_LOW),
+    (18, PROTECTION, P_CHARGE_TEMP_LOW),  # [CHANGED: see bit 17]
+    (19, PROTECTION, P_SHORT_CIRCUIT),  # [ORIGINAL]
 )
 
 # BYD fail_state -> DEYE fault: temperature sensor on its bit, every other
 # failure on bit 0 as the original firmware did (DEYE has no other fault bit).
 BYD_FAIL_TO_DEYE = (
-    (0, FAULT, F_COMMUNICATION),
-    (1, FAULT, F_TEMP_SENSOR),
-    (2, FAULT, F_COMMUNICATION),
-    (3, FAULT, F_COMMUNICATION),
-    (4, FAULT, F_COMMUNICATION),
-    (5, FAULT, F_COMMUNICATION),
-    (7, FAULT, F_COMMUNICATION),
-    (8, FAULT, F_COMMUNICATION),
+    (0, FAULT, F_COMMUNICATION),  # [ORIGINAL] voltage sensor
+    (1, FAULT, F_TEMP_SENSOR),  # [ORIGINAL]
+    (2, FAULT, F_COMMUNICATION),  # [ORIGINAL] charge MOSFET
+    (3, FAULT, F_COMMUNICATION),  # [ORIGINAL] discharge MOSFET
+    (4, FAULT, F_COMMUNICATION),  # [ORIGINAL] cell broken
+    (5, FAULT, F_COMMUNICATION),  # [ORIGINAL] heater
+    (7, None, None),  # [ORIGINAL] panel switch off: someone switched the module off, nothing failed
+    (8, FAULT, F_COMMUNICATION),  # [ORIGINAL] charge circuit
 )
+# BYD reports no environment-temperature alarm: the original raises the DEYE
+# environment warnings from the ambient sensor (cell_temp[4]) above 50.0 degC
+# and below -10.0 degC (strictly); [ORIGINAL].
+BYD_ENV_HIGH_DDEGC = 500
+BYD_ENV_LOW_DDEGC = -100
 # Protection bits that block charging / discharging (for the MOSFET status bits).
 BYD_CHARGE_BLOCKING = (
     (1 << 0) | (1 << 1) | (1 << 2) | (1 << 6) | (1 << 8) | (1 << 10) | (1 << 17) | (1 << 18) | (1 << 19)
 )
 BYD_DISCHARGE_BLOCKING = (1 << 3) | (1 << 4) | (1 << 5) | (1 << 7) | (1 << 9) | (1 << 11) | (1 << 12) | (1 << 14)
 
-# JK02 error word (jk-protocols.md 5.1).  JK names most bits "protection".
+# JK02 error word (jk-protocols.md 5.1).  JK names most bits "protection": the
+# BMS has opened its MOSFET.  As the original does, such a bit sets the DEYE
+# protection bit (the inverter stops) and the matching warning bit (the inverter
+# shows why).  DEYE has no short-circuit warning: those set protection only,
+# as in the original.  The original reads the word as 16 bits: bits 16..28 are
+# [INFER], following the same rule.
 JK_ERROR_TO_DEYE = (
-    (0, None, None),  # balance-wire resistance: no DEYE equivalent
-    (1, WARNING, W_MOSFET_HIGH),
-    (2, FAULT, F_COMMUNICATION),  # cell count mismatch
-    (3, FAULT, F_COMMUNICATION),  # current sensor
-    (4, PROTECTION, P_CELL_HIGH),
-    (5, PROTECTION, P_PACK_HIGH),
-    (6, PROTECTION, P_OVERCURRENT),
-    (7, PROTECTION, P_SHORT_CIRCUIT),
-    (8, PROTECTION, P_CHARGE_TEMP_HIGH),
-    (9, PROTECTION, P_CHARGE_TEMP_LOW),
-    (10, FAULT, F_COMMUNICATION),  # coprocessor communication
-    (11, PROTECTION, P_CELL_LOW),
-    (12, PROTECTION, P_PACK_LOW),
-    (13, PROTECTION, P_OVERCURRENT),
-    (14, PROTECTION, P_SHORT_CIRCUIT),
-    (15, PROTECTION, P_DISCHARGE_TEMP_HIGH),
-    (16, FAULT, F_COMMUNICATION),  # charge MOSFET abnormal
-    (17, FAULT, F_COMMUNICATION),  # discharge MOSFET abnormal
-    (18, None, None),  # GPS disconnected
-    (19, None, None),  # modify password in time
-    (20, FAULT, F_COMMUNICATION),  # discharge on failed
-    (21, WARNING, W_TEMP_HIGH),  # battery over-temperature alarm
-    (22, FAULT, F_TEMP_SENSOR),
+    # [ORIGINAL] balance-wire resistance: like a cell-count mismatch or a current-sensor error, the
+    # BMS's own measurements cannot be trusted; DEYE's only generic fault bit is bit 0
+    (0, FAULT, F_COMMUNICATION),
+    (1, WARNING, W_MOSFET_HIGH),  # [ORIGINAL]
+    (2, FAULT, F_COMMUNICATION),  # [ORIGINAL] cell count mismatch
+    (3, FAULT, F_COMMUNICATION),  # [ORIGINAL] current sensor
+    (4, WARNING, W_CELL_HIGH),  # [ORIGINAL] cell over-voltage protection
+    (4, PROTECTION, P_CELL_HIGH),  # [ORIGINAL]
+    (5, WARNING, W_PACK_HIGH),  # [ORIGINAL]
+    (5, PROTECTION, P_PACK_HIGH),  # [ORIGINAL]
+    (6, WARNING, W_CHARGE_CURRENT),  # [ORIGINAL]
+    (6, PROTECTION, P_OVERCURRENT),  # [ORIGINAL]
+    (7, PROTECTION, P_SHORT_CIRCUIT),  # [ORIGINAL] charge short circuit
+    (8, WARNING, W_TEMP_HIGH),  # [ORIGINAL]
+    (8, PROTECTION, P_CHARGE_TEMP_HIGH),  # [ORIGINAL]
+    (9, WARNING, W_TEMP_LOW),  # [ORIGINAL]
+    (9, PROTECTION, P_CHARGE_TEMP_LOW),  # [ORIGINAL]
+    (10, FAULT, F_COMMUNICATION),  # [ORIGINAL] coprocessor communication
+    (11, WARNING, W_CELL_LOW),  # [ORIGINAL]
+    (11, PROTECTION, P_CELL_LOW),  # [ORIGINAL]
+    (12, WARNING, W_PACK_LOW),  # [ORIGINAL]
+    (12, PROTECTION, P_PACK_LOW),  # [ORIGINAL]
+    (13, WARNING, W_DISCHARGE_CURRENT),  # [ORIGINAL]
+    (13, PROTECTION, P_OVERCURRENT),  # [ORIGINAL]
+    (14, PROTECTION, P_SHORT_CIRCUIT),  # [ORIGINAL] discharge short circuit
+    (15, WARNING, W_TEMP_HIGH),  # [ORIGINAL]
+    (15, PROTECTION, P_DISCHARGE_TEMP_HIGH),  # [ORIGINAL]
+    (16, FAULT, F_COMMUNICATION),  # [INFER] charge MOSFET abnormal
+    (17, FAULT, F_COMMUNICATION),  # [INFER] discharge MOSFET abnormal
+    (18, None, None),  # [INFER] GPS disconnected: no DEYE meaning
+    (19, None, None),  # [INFER] modify password in time: no DEYE meaning
+    (20, FAULT, F_COMMUNICATION),  # [INFER] discharge on failed
+    (21, WARNING, W_TEMP_HIGH),  # [INFER] battery over-temperature alarm (an alarm, not a protection)
+    (22, FAULT, F_TEMP_SENSOR),  # [INFER]
     (23, FAULT, F_COMMUNICATION),  # [INFER] parallel current-limit module anomaly
-    (24, PROTECTION, P_SHORT_CIRCUIT),  # SCP release failed
-    (25, PROTECTION, P_OVERCURRENT),
-    (26, PROTECTION, P_OVERCURRENT),
-    (27, WARNING, W_TEMP_LOW),  # discharge under-temperature alarm
-    (28, None, None),  # GPS remote lock
+    (24, PROTECTION, P_SHORT_CIRCUIT),  # [INFER] SCP release failed
+    (25, WARNING, W_DISCHARGE_CURRENT),  # [INFER] discharge OCP II
+    (25, PROTECTION, P_OVERCURRENT),  # [INFER]
+    (26, WARNING, W_DISCHARGE_CURRENT),  # [INFER] discharge OCP III
+    (26, PROTECTION, P_OVERCURRENT),  # [INFER]
+    # [INFER] discharge under-temperature: a protection (logbook 0x48 "discharge UT protection",
+    # thresholds discharge_utp_degc in the settings frame)
+    (27, WARNING, W_TEMP_LOW),
+    (27, PROTECTION, P_DISCHARGE_TEMP_LOW),  # [INFER]
+    (28, None, None),  # [INFER] GPS remote lock: no DEYE meaning
 )
 
-# 4E57 warning word (jk-protocols.md 10.3).
+# 4E57 warning word (jk-protocols.md 10.3).  The original has no 4E57 support:
+# every row is [INFER], with the JK02 rule (a protection sets the protection bit
+# and the matching warning bit).
 JK4E57_WARNING_TO_DEYE = (
-    (0, WARNING, W_SOC_LOW),
+    (0, WARNING, W_SOC_LOW),  # low capacity
     (1, WARNING, W_MOSFET_HIGH),
+    (2, WARNING, W_PACK_HIGH),  # charge over-voltage
     (2, PROTECTION, P_PACK_HIGH),
+    (3, WARNING, W_PACK_LOW),  # discharge under-voltage
     (3, PROTECTION, P_PACK_LOW),
-    (4, PROTECTION, P_CHARGE_TEMP_HIGH),  # [INFER] battery over-temperature
+    (4, WARNING, W_TEMP_HIGH),  # battery over-temperature
+    (4, PROTECTION, P_CHARGE_TEMP_HIGH),
+    (5, WARNING, W_CHARGE_CURRENT),
     (5, PROTECTION, P_OVERCURRENT),
+    (6, WARNING, W_DISCHARGE_CURRENT),
     (6, PROTECTION, P_OVERCURRENT),
-    (7, WARNING, W_CELL_HIGH),  # [INFER] cell voltage difference
+    (7, WARNING, W_CELL_HIGH),  # cell voltage difference
     (8, WARNING, W_ENV_HIGH),  # box over-temperature
-    (9, PROTECTION, P_CHARGE_TEMP_LOW),  # [INFER]
+    (9, WARNING, W_TEMP_LOW),  # battery under-temperature
+    (9, PROTECTION, P_CHARGE_TEMP_LOW),
+    (10, WARNING, W_CELL_HIGH),
     (10, PROTECTION, P_CELL_HIGH),
+    (11, WARNING, W_CELL_LOW),
     (11, PROTECTION, P_CELL_LOW),
-    (12, None, None),
-    (13, None, None),
+    (12, None, None),  # 309_A protection: meaning unknown
+    (13, None, None),  # 309_B protection: meaning unknown
 )
 
 
@@ -222,6 +282,7 @@ class Reading:
         "charge_enabled",
         "discharge_enabled",
         "max_charge_current_ma",
+        "soc_estimated",
     )
 
     def __init__(self, source):
@@ -244,6 +305,7 @@ class Reading:
         self.charge_enabled = None
         self.discharge_enabled = None
         self.max_charge_current_ma = None
+        self.soc_estimated = False  # True when soc_permille comes from estimate_soc, not the BMS
 
     # Aggregates over what exists: no reading past the cells a source has.
     def cell_max_mv(self):
@@ -316,6 +378,10 @@ def from_byd(fields, design_mah=50000):
     warning, protection, fault = translate(fields["alarm_state"], BYD_ALARM_TO_DEYE)
     more = translate(fields["protect_state"], BYD_PROTECT_TO_DEYE)
     fail = translate(fields["fail_state"], BYD_FAIL_TO_DEYE)
+    if reading.env_temp_ddegc > BYD_ENV_HIGH_DDEGC:
+        warning |= 1 << W_ENV_HIGH
+    if reading.env_temp_ddegc < BYD_ENV_LOW_DDEGC:
+        warning |= 1 << W_ENV_LOW
     reading.warning = warning | more[0] | fail[0]
     reading.protection = protection | more[1] | fail[1]
     reading.fault = fault | more[2] | fail[2]
@@ -324,12 +390,21 @@ def from_byd(fields, design_mah=50000):
     return reading
 
 
+# JK cell-info temperatures that are battery (cell) temperatures, with their bit
+# in temp_sensor_mask.  temp3_ddegc (JK02_32S byte 254) is decoded but is not
+# one: on real frames it repeats the MOSFET temperature (reference frames R02
+# and B19: 20.3 and 12.9 degC at both 144 and 254; jk-protocols.md 5.3;
+# dbus-serialbattery's JKBMS-PB notes: "identical to [144] (MOS temp
+# duplicate)", and its driver leaves it out).
+JK_CELL_TEMPERATURES = ((1, "temp1_ddegc"), (2, "temp2_ddegc"), (4, "temp4_ddegc"), (5, "temp5_ddegc"))
+
+
 def from_jk(cell_info, settings=None):
     """A decoded JK cell-info frame (jk_frames.decode_frame) to a Reading.
 
     settings, a decoded settings frame, supplies the design capacity and the
     charge current limit when known.  JK04 frames carry no current, SOC or
-    temperatures: those stay None.
+    temperatures: those stay None (estimate_soc can fill the SOC in).
     """
     reading = Reading("jk")
     reading.pack_voltage_mv = cell_info["pack_voltage_mv"]
@@ -345,13 +420,7 @@ def from_jk(cell_info, settings=None):
     # bit1 = T1 ... bit5 = T5 present (jk-protocols.md section 5; 24S frames say 0x07).
     sensor_mask = cell_info.get("temp_sensor_mask") or 0
     temps = []
-    for bit, name in (
-        (1, "temp1_ddegc"),
-        (2, "temp2_ddegc"),
-        (3, "temp3_ddegc"),
-        (4, "temp4_ddegc"),
-        (5, "temp5_ddegc"),
-    ):
+    for bit, name in JK_CELL_TEMPERATURES:
         if sensor_mask >> bit & 1 and cell_info.get(name) is not None:
             temps.append(cell_info[name])
     reading.cell_temps_ddegc = tuple(temps)
@@ -393,4 +462,107 @@ def from_jk_4e57(response):
     if status is not None:
         reading.charge_enabled = bool(status & 1)
         reading.discharge_enabled = bool(status & 2)
+    return reading
+
+
+# --- SOC from the cell voltages (JK04 frames carry no SOC) -------------------------
+
+# Open-circuit voltage of one cell -> SOC, per chemistry: (cell mV, SOC permille)
+# points in rising order, linear in between.  Source: Libre Solar BMS firmware,
+# LibreSolar/bms-firmware @ 22f1e954ca843bd6942a017e3e01f5784b007be4,
+# app/src/bms_common.c, ocv_lfp / ocv_nmc / ocv_lto: 21 points from 100 % down
+# to 0 % in 5 % steps (its soc_default table prints 85 % where 75 % belongs; the
+# steps are 5 %), the LTO curve citing DOI:10.3390/batteries5010031.
+OCV_CURVES = {
+    "lfp": (
+        (2833, 0), (3132, 50), (3177, 100), (3190, 150), (3213, 200), (3226, 250), (3240, 300),
+        (3252, 350), (3262, 400), (3264, 450), (3265, 500), (3268, 550), (3271, 600), (3275, 650),
+        (3283, 700), (3296, 750), (3304, 800), (3308, 850), (3309, 900), (3314, 950), (3392, 1000),
+    ),
+    "nmc": (
+        (2800, 0), (3588, 50), (3684, 100), (3702, 150), (3726, 200), (3745, 250), (3764, 300),
+        (3787, 350), (3803, 400), (3819, 450), (3838, 500), (3858, 550), (3883, 600), (3924, 650),
+        (3962, 700), (3993, 750), (4026, 800), (4056, 850), (4089, 900), (4135, 950), (4198, 1000),
+    ),
+    "lto": (
+        (2000, 0), (2105, 50), (2125, 100), (2141, 150), (2154, 200), (2166, 250), (2177, 300),
+        (2187, 350), (2198, 400), (2210, 450), (2224, 500), (2240, 550), (2259, 600), (2282, 650),
+        (2309, 700), (2340, 750), (2376, 800), (2415, 850), (2458, 900), (2513, 950), (2800, 1000),
+    ),
+}  # fmt: skip
+CHEMISTRIES = ("auto", "lfp", "nmc", "lto")
+
+# detect_chemistry's rule.  Cell voltage limits from the same Libre Solar file
+# (cell_uv_limit .. cell_ov_limit): LTO 1.90..2.85 V, LFP 2.50..3.80 V, NMC
+# 3.00..4.25 V.  1. An average cell voltage above LFP's 3.80 V limit can only be
+# NMC; one below LFP's 2.50 V limit (and NMC's 3.00 V) only LTO.  2. Between,
+# the cell count of a DEYE low-voltage (48 V) pack decides: 13 or 14 cells at
+# 3.00 V or more is NMC (13S/14S x 3.6-3.7 V nominal), 20 or more cells at
+# 2.85 V or less is LTO (20S-24S x 2.3-2.4 V nominal).  3. Anything else is LFP
+# (16S, 15S, 8S, 4S ...), the chemistry of most home-storage packs.
+NMC_ONLY_ABOVE_MV = 3800
+LTO_ONLY_BELOW_MV = 2500
+NMC_CELL_COUNTS = (13, 14)
+NMC_MIN_MV = 3000
+LTO_MIN_CELLS = 20
+LTO_MAX_MV = 2850
+
+
+def average_cell_mv(cell_voltages_mv):
+    """The mean cell voltage in mV, rounded half away from zero; None without cells."""
+    if not cell_voltages_mv:
+        return None
+    return div_round(sum(cell_voltages_mv), len(cell_voltages_mv))
+
+
+def detect_chemistry(cell_voltages_mv):
+    """ "lfp", "nmc" or "lto" from the cell count and voltages (rule above); None without cells."""
+    average = average_cell_mv(cell_voltages_mv)
+    if average is None:
+        return None
+    count = len(cell_voltages_mv)
+    if average > NMC_ONLY_ABOVE_MV:
+        return "nmc"
+    if average < LTO_ONLY_BELOW_MV:
+        return "lto"
+    if count in NMC_CELL_COUNTS and average >= NMC_MIN_MV:
+        return "nmc"
+    if count >= LTO_MIN_CELLS and average <= LTO_MAX_MV:
+        return "lto"
+    return "lfp"
+
+
+def soc_from_ocv(cell_mv, chemistry):
+    """SOC permille of a cell resting at cell_mv on the chemistry's curve, 0..1000."""
+    curve = OCV_CURVES[chemistry]
+    if cell_mv <= curve[0][0]:
+        return curve[0][1]
+    for index in range(1, len(curve)):
+        high_mv, high_soc = curve[index]
+        if cell_mv <= high_mv:
+            low_mv, low_soc = curve[index - 1]
+            return low_soc + div_round((cell_mv - low_mv) * (high_soc - low_soc), high_mv - low_mv)
+    return curve[-1][1]
+
+
+def estimate_soc(reading, chemistry="auto"):
+    """Fill in a missing SOC from the average cell voltage; the reading, changed in place.
+
+    Only when reading.soc_permille is None and the reading has cells.  chemistry
+    is "auto" (detect_chemistry), "lfp", "nmc" or "lto".  Sets soc_estimated,
+    and remaining_mah (when unknown) from full_charge_mah, else design_mah.
+    The estimate is the open-circuit SOC: under load or charge current the cell
+    voltage is off its rest value and the estimate with it.
+    """
+    if chemistry not in CHEMISTRIES:
+        raise ValueError("unknown chemistry %r; choose one of %s" % (chemistry, ", ".join(CHEMISTRIES)))
+    if reading.soc_permille is not None or not reading.cell_voltages_mv:
+        return reading
+    if chemistry == "auto":
+        chemistry = detect_chemistry(reading.cell_voltages_mv)
+    reading.soc_permille = soc_from_ocv(average_cell_mv(reading.cell_voltages_mv), chemistry)
+    reading.soc_estimated = True
+    capacity = reading.full_charge_mah if reading.full_charge_mah is not None else reading.design_mah
+    if reading.remaining_mah is None and capacity is not None:
+        reading.remaining_mah = capacity * reading.soc_permille // 1000
     return reading

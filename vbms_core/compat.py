@@ -83,6 +83,50 @@ def f32_scaled(bits, scale):
     return -value if negative else value
 
 
+def _f32_exact(bits):
+    """An IEEE-754 single as (signed integer, power of two): value = integer * 2**power.
+
+    None for NaN and infinity.
+    """
+    exponent = (bits >> 23) & 0xFF
+    mantissa = bits & 0x7FFFFF
+    if exponent == 0xFF:
+        return None
+    if exponent:
+        mantissa |= 0x800000
+        power = exponent - 150
+    else:
+        power = -149
+    return (-mantissa if bits >> 31 else mantissa), power
+
+
+def f32_sum_scaled(bits_list, scale):
+    """round(sum(f32(bits) for bits in bits_list) * scale), exactly, or None if one is NaN/inf.
+
+    The singles are added without any intermediate rounding (integers over the
+    common power of two), then the sum is scaled and rounded once, half away
+    from zero.  JK04 pack voltage = the sum of its float cell voltages, as
+    esphome computes it; summing the cells already rounded to millivolts gives
+    a different last digit.
+    """
+    parts = []
+    for bits in bits_list:
+        exact = _f32_exact(bits)
+        if exact is None:
+            return None
+        parts.append(exact)
+    if not parts:
+        return 0
+    lowest = min(power for _, power in parts)
+    numerator = 0
+    for integer, power in parts:
+        numerator += integer << (power - lowest)
+    numerator *= scale
+    if lowest >= 0:
+        return numerator << lowest
+    return div_round(numerator, 1 << -lowest)
+
+
 def clamp(value, low, high):
     return low if value < low else high if value > high else value
 

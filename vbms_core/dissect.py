@@ -6,6 +6,9 @@ layout name raises LocalProtocolError.  Runs on MicroPython too.
 
 Every result has "protocol" and "frame_length" (bytes dissected); field names
 are documented in docs/fields.md and are part of the interface.
+
+guess_protocol(frame) names the protocol a frame belongs to by its structure
+alone (for buses that carry several protocols), or None.
 """
 
 from . import byd, deye, jk_4e57, jk_ble, jk_frames, jk_pb, modbus
@@ -205,3 +208,58 @@ _DISSECTORS = {
     "deye": _deye,
     "modbus": _modbus,
 }
+
+
+# --- what a frame is, whatever bus it was heard on ----------------------------------
+
+# Registers a JK-PB master writes or reads: the trigger and control block, and the
+# three readable blocks (jk-protocols.md 11.3).
+_JK_PB_FIRST = jk_pb.SETTINGS_BLOCK
+_JK_PB_END = jk_pb.CONTROL_BLOCK + jk_pb.BLOCK_SIZE
+
+
+def _modbus_register(frame):
+    """The register a request or a write acknowledgement names, or None."""
+    function = frame[1]
+    if len(frame) < 8:
+        return None
+    if function in (modbus.READ_HOLDING, modbus.READ_INPUT) and not _looks_like_response(frame):
+        return (frame[2] << 8) | frame[3]
+    if function in (modbus.WRITE_SINGLE, modbus.WRITE_MULTIPLE):
+        return (frame[2] << 8) | frame[3]
+    return None
+
+
+def guess_protocol(frame):
+    """The protocol a single frame belongs to, by its own structure, or None.
+
+    For a bus that carries several device types (a BMS bus with BYD modules,
+    JK-PB and 4E57 packs): "jk-pb" for a 55AA frame (a trigger reply, with or
+    without its ACK) and for Modbus frames at JK-PB registers (trigger writes
+    and their FC 0x10 ACKs, FC 0x03 reads); "jk-ble" for an AA5590EB command;
+    "jk-4e57" for a 4E57 frame; "byd-pro" for a frame with the BYD version and
+    marker bytes; "deye" for an FC 0x04 or 0x11 frame; "modbus" for any other
+    frame with a valid CRC.  Does not decode: dissect() still judges the frame.
+    """
+    frame = bytes(frame)
+    if frame[:4] == jk_frames.HEADER:
+        return "jk-pb"
+    if frame[:4] == jk_ble.COMMAND_HEADER:
+        return "jk-ble"
+    if frame[:2] == jk_4e57.STX:
+        return "jk-4e57"
+    if len(frame) >= byd.REQUEST_LENGTH and frame[3] == byd.VERSION and frame[5:7] == byd.MARKER:
+        return "byd-pro"
+    if len(frame) < 4:
+        return None
+    try:
+        modbus.check_crc(frame)
+    except RemoteProtocolError:
+        return None
+    register = _modbus_register(frame)
+    function = frame[1] & 0x7F
+    if register is not None and _JK_PB_FIRST <= register < _JK_PB_END and function != modbus.READ_INPUT:
+        return "jk-pb"
+    if function in (modbus.READ_INPUT, modbus.REPORT_ID):
+        return "deye"
+    return "modbus"

@@ -11,7 +11,10 @@ Choices where the reference is unsure (marked '?' there):
   dbus-serialbattery; no real 24S frame with errors exists);
 - -2000 (-200.0 degC) in a temperature field means "sensor absent" -> None;
 - JK04 has no pack voltage, current or SOC: pack_voltage_mv is the sum of the
-  cells (as esphome does) and the others are None.
+  float cell voltages rounded once to mV (as esphome does: its JK04 test
+  expects 53.691 V for frame B42, where adding the cells already rounded to mV
+  gives 53.695 V), computed exactly with integers (compat.f32_sum_scaled) so
+  every port agrees; the others are None.
 
 Units are integers with the unit in the name: _mv, _ma, _mah, _mw, _mohm,
 _ddegc (0.1 degC), _s, _pct.
@@ -19,7 +22,7 @@ _ddegc (0.1 degC), _s, _pct.
 
 import struct
 
-from .compat import ascii_field, bit_names, f32_scaled
+from .compat import ascii_field, bit_names, f32_scaled, f32_sum_scaled
 from .errors import LocalProtocolError, RemoteProtocolError
 
 FRAME_LENGTH = 300
@@ -359,11 +362,14 @@ def _f32_at(frame, offset, scale):
 
 def decode_jk04_cell_info(frame):
     cells = []
+    cell_bits = []
     resistances = []
     for index in range(24):
-        millivolts = _f32_at(frame, 6 + 4 * index, 1000)
+        bits = struct.unpack_from("<I", frame, 6 + 4 * index)[0]
+        millivolts = f32_scaled(bits, 1000)
         if millivolts:
             cells.append(millivolts)
+            cell_bits.append(bits)
             resistances.append(_f32_at(frame, 102 + 4 * index, 1000))
     state = frame[220]
     return {
@@ -374,7 +380,7 @@ def decode_jk04_cell_info(frame):
         "cell_wire_resistances_mohm": resistances,
         "average_cell_voltage_mv": _f32_at(frame, 202, 1000),
         "delta_cell_voltage_mv": _f32_at(frame, 206, 1000),
-        "pack_voltage_mv": sum(cells),
+        "pack_voltage_mv": f32_sum_scaled(cell_bits, 1000),
         "current_ma": None,
         "soc_pct": None,
         "soh_pct": None,

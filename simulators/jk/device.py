@@ -224,6 +224,8 @@ class JkBms:
             }
             if base not in images or request.address - base + 2 * request.count > jk_frames.FRAME_LENGTH - 7:
                 return modbus.encode_exception(self.address, request.function, modbus.ILLEGAL_ADDRESS), self._delay()
+            # The block image is the frame's little-endian memory; a register read returns each 16-bit
+            # field's value and each 32-bit field high word first (jk_pb module docstring, reference 11.2).
             image = jk_pb.image_from_frame(images[base]())
             registers = jk_pb.registers_from_image(image, request.address, request.count, base)
             return modbus.encode_read_response(self.address, request.function, registers), self._delay()
