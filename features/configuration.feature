@@ -11,6 +11,7 @@ Feature: Configuration through RPC
 
   Scenario: bad RPC input is refused and changes nothing
     When a charge voltage of 99 V is sent for battery 1 through RPC
-    Then the RPC answers an error naming "bms1.voltage"
-    And a change without the token is refused
+    Then the RPC answers an error naming "bms0.voltage"
+    When a charge voltage of 56 V is sent for battery 1 through RPC without the token
+    Then the RPC answers an error with code 401
     And the charge voltage of battery 1 is still 55.2 V

@@ -377,7 +377,7 @@ def des_speed(bench, simulated_s):
         "speedup": round(simulated_s / wall),
         "day_wall_s": round(86400 * wall / simulated_s),
         "inverter_cycles": world.inverter.cycles,
-        "bms_cycles": world.proxy.bms_cycles,
+        "bms_cycles": world.proxy.rs485.cycles,
     }
 
 

@@ -11,6 +11,7 @@ Deterministic for a given seed; simulated hours run in seconds.
 Time is simpy's float seconds; the proxy is given integer microseconds.
 """
 
+import collections
 import random
 
 import simpy
@@ -18,6 +19,7 @@ import simpy
 from simulators.deye.inverter import PowerProfile
 from simulators.jk.device import JkBleSession, JkBms
 from vbms_core import app, deye, modbus
+from vbms_core import events as ev
 
 from .sim import build_devices, vbms_config
 from .trace import Trace
@@ -164,7 +166,9 @@ class InverterModel:
         return ["W31 Battery_comm_warn: battery %d" % (unit + 1) for unit, s in self.units.items() if s["comm_warning"]]
 
 
-class DesBench:
+class DesBench(ev.Executor):
+    """The bench in simulated time, and the `des` driver of the proxy (an events.Executor)."""
+
     def __init__(self, bench, seed=None, config_overrides=None):
         self.bench = bench
         self.env = simpy.Environment()
@@ -186,57 +190,89 @@ class DesBench:
         self.ble_sessions = {}
         self.ble_refused = set()
         self.ble_peripherals = {spec.slot: spec for spec in bench.batteries if spec.type == "jk_ble"}
+        self.published = collections.deque(maxlen=1000)
+        self.dut_log = collections.deque(maxlen=200)  # the proxy's Log actions, for failure reports
+        self.rpc_replies = {}
+        self.calls = 0
+        self.ticks = 0
+        self._wake = self.env.event()
         self.env.process(self.inverter.run())
         self.env.process(self._ticker())
         self.env.process(self._ble_stream())
         self.env.process(self._clock())
 
-    # --- the proxy's world ------------------------------------------------------------
+    # --- the driver: inputs in, actions out ------------------------------------------------
 
     def now_us(self):
-        return int(self.env.now * 1_000_000)
+        return int(self.env.now * 1_000_000 + 0.5)
 
-    def proxy_inv_bytes(self, data, now_s):
-        self.proxy.inv_bytes(data, int(now_s * 1_000_000))
-        self._act()
+    def feed(self, event):
+        event.now_us = self.now_us()
+        ev.execute(self, self.proxy.feed(event))
+        if not self._wake.triggered:
+            self._wake.succeed()  # the proxy's next deadline may have moved: the ticker looks again
 
-    def _bms_reply(self, data, now_s):
-        self.proxy.bms_bytes(data, int(now_s * 1_000_000))
-        self._act()
-        # The proxy's next deadline just moved closer (the gap before the next request): be there.
-        self.env.process(self._tick_at(self.proxy.next_deadline_us()))
+    def _ticker(self):
+        """Tick the proxy at its next deadline, and only then (or when an input moved it)."""
+        while True:
+            deadline = self.proxy.next_deadline_us()
+            self._wake = self.env.event()
+            if deadline is None:
+                yield self._wake
+            else:
+                # at least a microsecond on: a deadline that does not move on cannot stall simulated time
+                yield self.env.timeout(max(deadline - self.now_us(), 1) / 1e6) | self._wake
+            self.ticks += 1
+            self.feed(ev.Tick(0))
 
-    def _tick_at(self, deadline_us):
-        yield self.env.timeout(max(deadline_us - self.now_us(), 0) / 1e6)
-        self.proxy.tick(self.now_us())
-        self._act()
+    def _later(self, delay_s, function, *args):
+        yield self.env.timeout(delay_s)
+        function(*args)
 
-    def _act(self):
-        for action in self.proxy.take_actions():
-            kind = action[0]
-            if kind == "bms_write" and self.bms_bus is not None:
-                self.bms_bus.send("dut", action[1], self._bms_request_heard)
-            elif kind == "inv_write":
-                self.inverter_bus.send("dut", action[1], self.inverter.reply_arrived)
-            elif kind == "ble_connect":
-                self.env.process(self._ble_connect(action[1]))
-            elif kind == "ble_write":
-                session = self.ble_sessions.get(action[1])
-                if session is not None:
-                    for chunk in session.on_write(action[2], self.env.now):
-                        self.env.process(self._notify(action[1], chunk, 0.005))
-            elif kind == "ble_disconnect":
-                self.ble_sessions.pop(action[1], None)
-            elif kind == "ble_scan":
-                devices = [
-                    [spec.address, spec.name, -60, slot in self.ble_sessions]
-                    for slot, spec in self.ble_peripherals.items()
-                ]
-                self.env.process(self._later_ble_event(1.0, "scan_result", None, devices))
-            elif kind == "save_config":
-                self.saved_config = dict(action[1])
-            elif kind == "reboot":
-                self.env.process(self._reboot())
+    # --- the executor --------------------------------------------------------------------
+
+    def bms_write(self, action):
+        if self.bms_bus is not None:
+            self.bms_bus.send("dut", action.data, self._bms_request_heard)
+
+    def inv_write(self, action):
+        self.inverter_bus.send("dut", action.data, self.inverter.reply_arrived)
+
+    def ble_connect(self, action):
+        self.env.process(self._ble_connect(action.slot))
+
+    def ble_write(self, action):
+        session = self.ble_sessions.get(action.slot)
+        if session is not None:
+            for chunk in session.on_write(action.data, self.env.now):
+                self.env.process(self._notify(action.slot, chunk, 0.005))
+
+    def ble_disconnect(self, action):
+        self.ble_sessions.pop(action.slot, None)
+
+    def ble_scan(self, action):
+        """The modules advertising, and the ones connected, after the scan's time."""
+        devices = [
+            [spec.address, spec.name, -60, slot in self.ble_sessions] for slot, spec in self.ble_peripherals.items()
+        ]
+        self.env.process(self._later(action.seconds, self.feed, ev.BleScanResult(sorted(devices), 0)))
+
+    def publish(self, action):
+        self.published.append((self.env.now, action.topic, action.payload, action.retain))
+
+    def save_config(self, action):
+        self.saved_config = dict(action.config)
+
+    def reboot(self, action):
+        self.env.process(self._reboot())
+
+    def rpc_reply(self, action):
+        self.rpc_replies[action.call_id] = (action.result, action.error)
+
+    def log(self, action):
+        self.dut_log.append((self.env.now, action.level, action.event, action.fields))
+
+    # --- the world's side ----------------------------------------------------------------
 
     def _bms_request_heard(self, request, now_s):
         for spec in self.bench.batteries:
@@ -253,41 +289,34 @@ class DesBench:
                 reply, delay_s = answer
                 self.env.process(self._later(delay_s, self.bms_bus.send, spec.name, reply, self._bms_reply))
 
-    def _later(self, delay_s, function, *args):
-        yield self.env.timeout(delay_s)
-        function(*args)
-        self._act()
+    def _bms_reply(self, data, now_s):
+        self.feed(ev.BmsBytes(data, 0))
 
-    def _later_ble_event(self, delay_s, kind, slot, data):
-        yield self.env.timeout(delay_s)
-        self.proxy.ble_event(kind, slot, data, self.now_us())
-        self._act()
+    def proxy_inv_bytes(self, data, now_s):
+        self.feed(ev.InvBytes(data, 0))
 
     def _ble_connect(self, slot):
         yield self.env.timeout(0.3)
         device = self.devices.get(slot)
         if slot in self.ble_refused or not isinstance(device, JkBms) or device.failure == "refuse_reconnect":
             yield self.env.timeout(2.7)
-            self.proxy.ble_event("connect_failed", slot, "not found", self.now_us())
+            self.feed(ev.BleConnectFailed(slot, "not found", 0))
         else:
             self.ble_sessions[slot] = JkBleSession(device, self.ble_peripherals[slot].chunking)
-            self.proxy.ble_event("connected", slot, None, self.now_us())
-        self._act()
+            self.feed(ev.BleConnected(slot, 0))
 
     def _notify(self, slot, chunk, delay_s):
         yield self.env.timeout(delay_s)
         if slot in self.ble_sessions:
             self.trace.ble(self.env.now, self.ble_peripherals[slot].name, chunk)
-            self.proxy.ble_event("notify", slot, chunk, self.now_us())
-            self._act()
+            self.feed(ev.BleNotify(slot, chunk, 0))
 
     def drop_ble(self, slot, refuse=False):
         """The radio link to a JK module is lost (and, with refuse, stays refused)."""
         if refuse:
             self.ble_refused.add(slot)
         if self.ble_sessions.pop(slot, None) is not None:
-            self.proxy.ble_event("disconnected", slot, "link lost", self.now_us())
-            self._act()
+            self.feed(ev.BleDisconnected(slot, "link lost", 0))
 
     def _ble_stream(self):
         while True:
@@ -301,16 +330,7 @@ class DesBench:
                     continue
                 for chunk in session.poll(self.env.now):
                     self.trace.ble(self.env.now, self.ble_peripherals[slot].name, chunk)
-                    self.proxy.ble_event("notify", slot, chunk, self.now_us())
-            self._act()
-
-    def _ticker(self):
-        while True:
-            now_us = self.now_us()
-            wait_s = min(max(self.proxy.next_deadline_us() - now_us, 500) / 1e6, 0.1)
-            yield self.env.timeout(wait_s)
-            self.proxy.tick(self.now_us())
-            self._act()
+                    self.feed(ev.BleNotify(slot, chunk, 0))
 
     def _clock(self):
         while True:
@@ -326,13 +346,21 @@ class DesBench:
         yield self.env.timeout(0.5)
         self.ble_sessions.clear()
         self.proxy = app.Proxy(self.saved_config or self.config, self.now_us())
+        if not self._wake.triggered:
+            self._wake.succeed()
 
     # --- what scenarios use --------------------------------------------------------------
 
     def run_for(self, seconds):
         self.env.run(until=self.env.now + seconds)
 
-    def rpc(self, method, params=None, token=None):
-        result, error = self.proxy.rpc(method, params or {}, self.now_us(), token=token, wall_s=int(self.env.now))
-        self._act()
-        return result, error
+    def rpc(self, method, params=None, token=None, timeout_s=60):
+        """Call the proxy; an answer that comes later (a BLE scan) is waited for in simulated time."""
+        self.calls += 1
+        call_id = self.calls
+        self.feed(ev.RpcCall(call_id, method, params or {}, 0, token, int(self.env.now)))
+        waited = 0.0
+        while call_id not in self.rpc_replies and waited < timeout_s:
+            self.run_for(0.1)
+            waited += 0.1
+        return self.rpc_replies.pop(call_id, (None, {"code": -32000, "message": "no answer in %d s" % timeout_s}))

@@ -22,6 +22,8 @@ import time
 
 from vbms_core import app as app_module
 from vbms_core import config as config_module
+from vbms_core import events as ev
+from vbms_core import telemetry
 
 
 def now_us():
@@ -65,11 +67,11 @@ def load_config(path, log):
     if not os.path.exists(path):
         log("config_missing", path=path, note="starting from the defaults")
         return config_module.defaults()
-    with open(path, encoding="utf-8") as stream:
+    with open(path, "rb") as stream:
         try:
-            data = json.load(stream)
+            data = parse_json(stream.read())
         except ValueError as error:
-            raise ValueError("%s is not valid JSON: %s" % (path, error)) from error
+            raise ValueError("%s is not valid JSON: %s" % (path, error)) from None
     return config_module.validate(data)
 
 
@@ -78,7 +80,7 @@ class BleCentral:
 
     def __init__(self, adapter, deliver, log):
         self.adapter = adapter
-        self.deliver = deliver  # deliver(kind, slot, data)
+        self.deliver = deliver  # deliver(event): a vbms_core.events BLE input, its now_us filled in
         self.log = log
         self.clients = {}
         self.writers = {}
@@ -107,19 +109,19 @@ class BleCentral:
             self.clients[slot] = client
             self.writers[slot] = writer
             self.names[slot] = (device.address, device.name or "")
-            await client.start_notify(notifier, lambda _, data: self.deliver("notify", slot, bytes(data)))
+            await client.start_notify(notifier, lambda _, data: self.deliver(ev.BleNotify(slot, bytes(data), 0)))
         except Exception as error:  # noqa: BLE001 - every failure is a failed connection to the core
             self.log("ble_connect_failed", level="warning", slot=slot, address=address, error=str(error))
-            self.deliver("connect_failed", slot, str(error))
+            self.deliver(ev.BleConnectFailed(slot, str(error), 0))
             return
         self.log("ble_connected", slot=slot, address=address)
-        self.deliver("connected", slot, None)
+        self.deliver(ev.BleConnected(slot, 0))
 
     def _lost(self, slot):
         if self.clients.pop(slot, None) is not None:
             self.writers.pop(slot, None)
             self.log("ble_disconnected", level="warning", slot=slot)
-            self.deliver("disconnected", slot, "link lost")
+            self.deliver(ev.BleDisconnected(slot, "link lost", 0))
 
     async def write(self, slot, data):
         client = self.clients.get(slot)
@@ -158,7 +160,7 @@ class BleCentral:
         except Exception as error:  # noqa: BLE001
             self.log("ble_scan_failed", level="warning", error=str(error))
             results = []
-        self.deliver("scan_result", None, sorted(results))
+        self.deliver(ev.BleScanResult(sorted(results, key=lambda row: row[0]), 0))
 
     async def close(self):
         for slot in list(self.clients):
@@ -210,7 +212,76 @@ class MqttLink:
         self.client.loop_stop()
 
 
+class HostExecutor(ev.Executor):
+    """`vbms run`'s side of the driver contract: each action against the host's I/O.
+
+    Answers that come back later (a BLE connection, a scan) are fed from tasks, never
+    from inside an action's method (vbms_core.events).
+    """
+
+    def __init__(self, runtime):
+        self.runtime = runtime
+
+    def bms_write(self, action):
+        port = self.runtime.ports.get("bms")
+        if port is not None:
+            port.write(action.data)
+
+    def inv_write(self, action):
+        port = self.runtime.ports.get("inv")
+        if port is not None:
+            port.write(action.data)
+
+    def ble_connect(self, action):
+        runtime = self.runtime
+        if runtime.ble is None:
+            runtime.feed_soon(ev.BleConnectFailed(action.slot, "no BLE adapter configured (--ble-adapter)", 0))
+        else:
+            runtime.spawn(runtime.ble.connect(action.slot, action.address))
+
+    def ble_write(self, action):
+        if self.runtime.ble is not None:
+            self.runtime.spawn(self.runtime.ble.write(action.slot, action.data))
+
+    def ble_disconnect(self, action):
+        if self.runtime.ble is not None:
+            self.runtime.spawn(self.runtime.ble.disconnect(action.slot))
+
+    def ble_scan(self, action):
+        runtime = self.runtime
+        if runtime.ble is None:
+            runtime.feed_soon(ev.BleScanResult([], 0))
+        else:
+            runtime.spawn(runtime.ble.scan(action.seconds))
+
+    def publish(self, action):
+        if self.runtime.mqtt is not None:
+            self.runtime.mqtt.publish(action.topic, action.payload, action.retain)
+
+    def save_config(self, action):
+        runtime = self.runtime
+        try:
+            save_config_atomically(runtime.config_path, action.config)
+        except OSError as error:
+            runtime.log("config_save_failed", level="error", path=runtime.config_path, error=str(error))
+            return
+        runtime.log("config_saved", path=runtime.config_path)
+
+    def reboot(self, action):
+        self.runtime.spawn(self.runtime.reboot())
+
+    def rpc_reply(self, action):
+        waiter = self.runtime.rpc_waiters.pop(action.call_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result((action.result, action.error))
+
+    def log(self, action):
+        self.runtime.log(action.event, level=action.level, **action.fields)
+
+
 class Runtime:
+    RPC_TIMEOUT_S = 60  # no call waits longer (a scan is at most 30 s plus the core's grace)
+
     def __init__(
         self,
         config_path,
@@ -229,12 +300,16 @@ class Runtime:
         self.http_port = http_port
         self.log = log or Log()
         self.proxy = None
+        self.executor = HostExecutor(self)
         self.ports = {}
         self.ble = None
         self.web = None
         self.stop_event = None
+        self.wake = None
         self.tasks = []
-        self.scan_waiters = []
+        self.background = set()
+        self.rpc_waiters = {}
+        self.calls = 0
         self.mqtt = None
 
     # --- start and stop ------------------------------------------------------------
@@ -254,6 +329,7 @@ class Runtime:
         import serial
 
         self.stop_event = stop_event or asyncio.Event()
+        self.wake = asyncio.Event()
         if config is None:
             config = self.prepare_config()
         self.proxy = app_module.Proxy(config, now_us())
@@ -268,14 +344,14 @@ class Runtime:
             self.ports[role] = port
             loop.add_reader(port.fileno(), self._readable, role)
         if self.ble_adapter is not None:
-            self.ble = BleCentral(self.ble_adapter, self._ble_event, self.log)
+            self.ble = BleCentral(self.ble_adapter, self.feed, self.log)
         if config["mqtt.enable"] and config["mqtt.server"]:
             self.mqtt = MqttLink(
                 config["mqtt.server"],
                 config["device.id"],
-                self.proxy.topic("status"),
-                self.proxy.topic("rpc"),
-                self._mqtt_connected,
+                telemetry.topic(config, "status"),
+                telemetry.topic(config, "rpc"),
+                lambda: self.feed(ev.MqttConnected(0)),
                 self._mqtt_frame,
                 self.log,
             )
@@ -301,9 +377,9 @@ class Runtime:
             self.mqtt.close()
         if getattr(self.web, "server", None) is not None:  # a stop right at start: no server yet
             self.web.shutdown()
-        for task in self.tasks:
+        for task in self.tasks + list(self.background):
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*self.tasks, *self.background, return_exceptions=True)
         loop = asyncio.get_running_loop()
         for port in self.ports.values():
             loop.remove_reader(port.fileno())
@@ -312,7 +388,21 @@ class Runtime:
             await self.ble.close()
         self.log("stopped")
 
-    # --- I/O into the core ------------------------------------------------------------
+    # --- the driver: inputs in, actions out ---------------------------------------------
+
+    def feed(self, event):
+        """One input into the core, now; its actions carried out in order."""
+        event.now_us = now_us()
+        ev.execute(self.executor, self.proxy.feed(event))
+        self.wake.set()  # the next deadline may have moved
+
+    def feed_soon(self, event):
+        asyncio.get_running_loop().call_soon(self.feed, event)
+
+    def spawn(self, coroutine):
+        task = asyncio.ensure_future(coroutine)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     def _readable(self, role):
         try:
@@ -320,73 +410,32 @@ class Runtime:
         except OSError as error:
             self.log("port_error", level="error", port=role, error=str(error))
             return
-        if not data:
-            return
-        if role == "bms":
-            self.proxy.bms_bytes(data, now_us())
-        else:
-            self.proxy.inv_bytes(data, now_us())
-        self._execute()
-
-    def _ble_event(self, kind, slot, data):
-        self.proxy.ble_event(kind, slot, data, now_us())
-        if kind == "scan_result":
-            for waiter in self.scan_waiters:
-                if not waiter.done():
-                    waiter.set_result(data)
-            self.scan_waiters = []
-        self._execute()
+        if data:
+            self.feed(ev.BmsBytes(data, 0) if role == "bms" else ev.InvBytes(data, 0))
 
     async def _ticker(self):
+        """Tick at the core's next deadline; an input that moves the deadline wakes it."""
         while True:
-            self.proxy.tick(now_us())
-            self._execute()
-            await asyncio.sleep(0.002)
-
-    def _execute(self):
-        for action in self.proxy.take_actions():
-            kind = action[0]
-            if kind == "bms_write" and "bms" in self.ports:
-                self.ports["bms"].write(action[1])
-            elif kind == "inv_write" and "inv" in self.ports:
-                self.ports["inv"].write(action[1])
-            elif kind == "ble_connect" and self.ble is not None:
-                asyncio.ensure_future(self.ble.connect(action[1], action[2]))
-            elif kind == "ble_connect":
-                self.proxy.ble_event("connect_failed", action[1], "no BLE adapter configured (--ble-adapter)", now_us())
-            elif kind == "ble_write" and self.ble is not None:
-                asyncio.ensure_future(self.ble.write(action[1], action[2]))
-            elif kind == "ble_disconnect" and self.ble is not None:
-                asyncio.ensure_future(self.ble.disconnect(action[1]))
-            elif kind == "ble_scan":
-                if self.ble is not None:
-                    asyncio.ensure_future(self.ble.scan(action[1]))
-                else:
-                    self.proxy.ble_event("scan_result", None, [], now_us())
-            elif kind == "publish":
-                if self.mqtt is not None:
-                    self.mqtt.publish(action[1], action[2], action[3])
-            elif kind == "save_config":
-                save_config_atomically(self.config_path, action[1])
-                self.log("config_saved", path=self.config_path)
-            elif kind == "reboot":
-                asyncio.ensure_future(self._reboot())
-
-    def _mqtt_connected(self):
-        self.proxy.mqtt_connected()
-        self._execute()
+            self.feed(ev.Tick(0))
+            deadline = self.proxy.next_deadline_us()
+            self.wake.clear()
+            # at most a second (nothing is lost: inputs wake it), at least half a millisecond (a
+            # deadline that does not move on cannot make this loop spin)
+            wait_s = 1.0 if deadline is None else min(max(deadline - now_us(), 500) / 1e6, 1.0)
+            try:
+                await asyncio.wait_for(self.wake.wait(), wait_s)
+            except TimeoutError:
+                pass
 
     def _mqtt_frame(self, payload):
-        asyncio.ensure_future(self._answer_mqtt(payload))
+        self.spawn(self._answer_mqtt(payload))
 
     async def _answer_mqtt(self, payload):
         try:
-            frame = json.loads(payload)
-            if not isinstance(frame, dict) or not isinstance(frame.get("method"), str):
-                raise ValueError("a frame needs a method")
+            frame = parse_frame(payload)
         except ValueError as error:
             self.mqtt.publish(
-                self.proxy.topic("rpc", "response"),
+                self.proxy_topic("rpc", "response"),
                 json.dumps({"id": None, "error": {"code": -32700, "message": str(error)}}),
             )
             return
@@ -398,31 +447,39 @@ class Runtime:
         else:
             reply["error"] = error
         source = frame.get("src")
-        topic = source + "/rpc" if isinstance(source, str) and source else self.proxy.topic("rpc", "response")
+        topic = source + "/rpc" if isinstance(source, str) and source else self.proxy_topic("rpc", "response")
         self.mqtt.publish(topic, json.dumps(reply))
 
-    async def _reboot(self):
+    def proxy_topic(self, *parts):
+        return telemetry.topic(self.proxy.config, *parts)
+
+    async def reboot(self):
         """A virtual reboot: the core starts again from the saved configuration."""
         await asyncio.sleep(0.1)
         if self.ble is not None:
             await self.ble.close()
+        for waiter in self.rpc_waiters.values():
+            if not waiter.done():
+                waiter.set_result((None, {"code": -32000, "message": "the device rebooted"}))
+        self.rpc_waiters = {}
         self.proxy = app_module.Proxy(self.prepare_config(), now_us())  # a reset config gets a new token
+        self.wake.set()
         self.log("rebooted")
 
     # --- RPC ---------------------------------------------------------------------------
 
     async def call(self, method, params, token):
-        result, error = self.proxy.rpc(method, params, now_us(), token=token, wall_s=int(time.time()))
-        self._execute()
-        if error is None and method == "VBMS.ScanBLE":
-            waiter = asyncio.get_running_loop().create_future()
-            self.scan_waiters.append(waiter)
-            try:
-                devices = await asyncio.wait_for(waiter, result["seconds"] + 15)
-            except TimeoutError:
-                devices = []
-            result = {"devices": [{"address": a, "name": n, "rssi": r, "connected": c} for a, n, r, c in devices]}
-        return result, error
+        """An RPC call through the core; (result, error) when its RpcReply comes."""
+        self.calls += 1
+        call_id = self.calls
+        waiter = asyncio.get_running_loop().create_future()
+        self.rpc_waiters[call_id] = waiter
+        self.feed(ev.RpcCall(call_id, method, params, 0, token, int(time.time())))
+        try:
+            return await asyncio.wait_for(waiter, self.RPC_TIMEOUT_S)
+        except TimeoutError:
+            self.rpc_waiters.pop(call_id, None)
+            return None, {"code": -32000, "message": "%s got no answer within %d s" % (method, self.RPC_TIMEOUT_S)}
 
     def _web_app(self):
         from microdot import Microdot
@@ -465,14 +522,14 @@ class Runtime:
         async def http_rpc(request, method):
             if request.method == "POST" and request.body:
                 try:
-                    params = json.loads(request.body)
-                except ValueError:
-                    return {"error": {"code": -32700, "message": "the request body is not JSON"}}, 400
+                    params = parse_json(request.body)
+                except ValueError as error:
+                    return {"error": {"code": -32700, "message": "the request body is not JSON: %s" % error}}, 400
             else:
                 params = {key: request.args.get(key) for key in request.args}
             result, error = await runtime.call(method, params, token_of(request))
             if error is not None:
-                status = 401 if error["code"] == 401 else 404 if error["code"] == -32601 else 400
+                status = {401: 401, -32601: 404, -32000: 503}.get(error["code"], 400)
                 return {"error": error}, status
             return result
 
@@ -482,9 +539,7 @@ class Runtime:
             while True:
                 text = await socket.receive()
                 try:
-                    frame = json.loads(text)
-                    if not isinstance(frame, dict) or not isinstance(frame.get("method"), str):
-                        raise ValueError("a frame needs a method")
+                    frame = parse_frame(text)
                 except ValueError as error:
                     await socket.send(json.dumps({"id": None, "error": {"code": -32700, "message": str(error)}}))
                     continue
@@ -497,6 +552,25 @@ class Runtime:
                 await socket.send(json.dumps(reply))
 
         return web
+
+
+def parse_json(text):
+    """JSON from a request body, frame or file; ValueError with a reason for anything unusable
+    (not JSON, not UTF-8, nested too deep for the parser)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except UnicodeDecodeError as error:
+        raise ValueError("not UTF-8 text (%s)" % error.reason) from None
+
+
+def parse_frame(text):
+    """An RPC frame (WebSocket, MQTT): a JSON object with a method name."""
+    frame = parse_json(text)
+    if not isinstance(frame, dict) or not isinstance(frame.get("method"), str):
+        raise ValueError("a frame is a JSON object with a method")
+    return frame
 
 
 def run(args):

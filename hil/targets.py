@@ -90,7 +90,8 @@ class DesTarget(Target):
         return _classify(process.value)
 
     def rs485_cycle_s(self):
-        return None if self.world.proxy.last_cycle_us is None else self.world.proxy.last_cycle_us / 1e6
+        cycle_us = self.world.proxy.rs485.last_cycle_us
+        return None if cycle_us is None else cycle_us / 1e6
 
 
 class SimTarget(Target):

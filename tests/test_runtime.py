@@ -62,6 +62,9 @@ def test_first_start_generates_a_token_and_never_a_default_one(tmp_path):
         (json.dumps({"app": {"stale_s": "ten"}}), "app.stale_s: must be a whole number"),
         (json.dumps({"bms0": {"type": 2, "addr": "nope"}}), "bms0.addr: a JK BLE slot needs a MAC address"),
         (json.dumps([1, 2]), "config: must be an object"),
+        pytest.param("[" * 100000 + "]" * 100000, "nested too deeply", id="nested-100000-deep"),
+        ('{"bms0": {"serial": "\\u00c4\\u00d6\\u00dc"}}', "bms0.serial: may hold only printable ASCII"),
+        (json.dumps({"bms0": {"name": {"a": {"b": 1}}}}), "nested deeper than 3 levels"),
     ],
 )
 def test_a_bad_configuration_is_refused_with_the_key(tmp_path, content, message):
@@ -118,11 +121,26 @@ def test_http_rpc_reports_bad_json_bodies(tmp_path):
                 break
             except OSError:
                 time.sleep(0.1)
-        request = urllib.request.Request("http://127.0.0.1:18931/rpc/Config.Set", data=b"{oops", method="POST")
-        with pytest.raises(urllib.error.HTTPError) as error:
-            urllib.request.urlopen(request, timeout=5)
-        assert error.value.code == 400
-        assert "not JSON" in json.loads(error.value.read())["error"]["message"]
+        token = {"Authorization": "Bearer " + "t" * 20}
+        deep = ('{"config": ' + '{"a": ' * 1500 + "1" + "}" * 1500 + "}").encode()
+        for body, message in (
+            (b"{oops", "not JSON"),
+            (b'{"config": "\xc3\x28"}', "not UTF-8"),
+            (b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+            (deep, "nested too deeply"),
+            (json.dumps({"config": {"bms0.serial": "\u00c4\u00d6\u00dc\u00e4\u00f6\u00fc"}}).encode(), "bms0.serial"),
+            (json.dumps({"config": {"bms0.name": "\ud800"}}).encode(), "bms0.name"),
+            (json.dumps({"config": {"bms\u00b2.name": "x"}}).encode(), "unknown setting"),
+        ):
+            request = urllib.request.Request(
+                "http://127.0.0.1:18931/rpc/Config.Set", data=body, method="POST", headers=token
+            )
+            with pytest.raises(urllib.error.HTTPError) as error:
+                urllib.request.urlopen(request, timeout=5)
+            assert error.value.code == 400, (body[:40], error.value.code)
+            assert message in json.loads(error.value.read())["error"]["message"], body[:40]
+        # and the device still answers
+        assert json.loads(urllib.request.urlopen("http://127.0.0.1:18931/rpc/Sys.GetInfo", timeout=5).read())["app"]
     finally:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=20)

@@ -24,7 +24,11 @@ TYPE_JK_4E57 = 4
 TYPE_NAMES = {0: "none", 1: "byd_pro", 2: "jk_ble", 3: "jk_pb", 4: "jk_4e57"}
 RS485_TYPES = (TYPE_BYD_PRO, TYPE_JK_PB, TYPE_JK_4E57)
 
-# key: (kind, default, low, high); kind "int", "str" (high = max length), "bool", "float"
+# key: (kind, default, low, high)
+#   "int", "float": a number within low..high
+#   "bool": true or false
+#   "choice": one of low (a tuple)
+#   a text kind (TEXT_KINDS): text of low..high characters, each allowed by the kind
 SCHEMA = {
     "app.refresh_ms": ("int", 1000, 100, 60000),
     "app.bms_uart_no": ("int", 2, 0, 2),
@@ -41,19 +45,48 @@ SCHEMA = {
     "pins.led": ("int", -1, -1, 48),
     "pins.button": ("int", -1, -1, 48),
     "pins.button_hold_ms": ("int", 5000, 500, 60000),
-    "rpc.auth_token": ("str", "", 0, 64),
+    "rpc.auth_token": ("token", "", 0, 64),
     "mqtt.enable": ("bool", False, None, None),
-    "mqtt.server": ("str", "", 0, 128),
-    "mqtt.topic_prefix": ("str", "vbms", 1, 64),
-    "device.id": ("str", "vbms", 1, 32),
+    "mqtt.server": ("server", "", 0, 128),
+    "mqtt.topic_prefix": ("topic", "vbms", 1, 64),
+    "device.id": ("identifier", "vbms", 1, 32),
 }
+CHEMISTRIES = ("auto", "lfp", "nmc", "lto")
 SLOT_SCHEMA = {
     "type": ("int", TYPE_NONE, 0, 4),
-    "name": ("str", "", 0, 31),
-    "addr": ("str", "", 0, 17),
-    "serial": ("str", "", 0, 20),
+    "name": ("text", "", 0, 31),
+    "addr": ("ascii", "", 0, 17),
+    "serial": ("identity", "", 0, 20),
     "voltage": ("float", 55.2, 40.0, 64.0),
     "max_charge_a": ("int", 0, 0, 655),
+    "chemistry": ("choice", "auto", CHEMISTRIES, None),
+}
+MAX_DEPTH = 3  # {"bms0": {"name": ...}} is two levels; deeper input is refused, not recursed into
+
+# What each kind of text may hold, and how an error says so.  Values that reach a wire are
+# printable ASCII: the DEYE identity (serial: no '*', its separator), HTTP headers (token),
+# MQTT topics (id and prefix: no wildcards).  Names are shown, never sent to the inverter:
+# any printable character.
+_ID_CHARACTERS = "-_0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _printable(char):
+    code = ord(char)
+    return code >= 0x20 and code != 0x7F and not 0x80 <= code < 0xA0 and not 0xD800 <= code <= 0xDFFF
+
+
+def _ascii(char):
+    return " " <= char <= "~"
+
+
+TEXT_KINDS = {
+    "text": (_printable, "printable characters"),
+    "ascii": (_ascii, "printable ASCII characters (space to ~)"),
+    "identity": (lambda char: _ascii(char) and char != "*", "printable ASCII characters (space to ~) except *"),
+    "token": (lambda char: "!" <= char <= "~", "printable ASCII characters without spaces"),
+    "server": (lambda char: "!" <= char <= "~", "printable ASCII characters without spaces (host:port)"),
+    "topic": (lambda char: "!" <= char <= "~" and char not in "+#", "printable ASCII without spaces, + or #"),
+    "identifier": (lambda char: char in _ID_CHARACTERS, "letters, digits, - and _"),
 }
 
 
@@ -65,8 +98,22 @@ class ConfigError(LocalProtocolError):
         self.key = key
 
 
+def is_ascii_digits(text):
+    """True for "0".."9" only (str.isdigit also takes "²" and other digits int() refuses)."""
+    if not text:
+        return False
+    for char in text:
+        if not "0" <= char <= "9":
+            return False
+    return True
+
+
 def _check(key, value, spec):
     kind, _, low, high = spec
+    if kind == "choice":
+        if value not in low:
+            raise ConfigError(key, "must be one of %s, not %r" % (", ".join(low), value))
+        return value
     if kind == "bool":
         if value is not True and value is not False:
             raise ConfigError(key, "must be true or false, not %r" % (value,))
@@ -87,9 +134,14 @@ def _check(key, value, spec):
         raise ConfigError(key, "must be text, not %r" % (value,))
     if not low <= len(value) <= high:
         raise ConfigError(key, "must be %d..%d characters long" % (low, high))
+    allowed, description = TEXT_KINDS[kind]
     for char in value:
-        if ord(char) < 0x20:
-            raise ConfigError(key, "must not contain control characters")
+        if not allowed(char):
+            raise ConfigError(key, "may hold only %s, not U+%04X" % (description, ord(char)))
+    if kind == "server" and value:
+        host, _, port = value.rpartition(":")
+        if not host or not is_ascii_digits(port) or not 1 <= int(port) <= 65535:
+            raise ConfigError(key, "must be host:port with a port within 1..65535, not %r" % (value,))
     return value
 
 
@@ -116,15 +168,22 @@ def defaults():
     return config
 
 
-def flatten(tree, prefix="", out=None):
-    """{"app": {"stale_s": 5}} -> {"app.stale_s": 5}; flat keys pass through."""
+def flatten(tree, prefix="", out=None, depth=1):
+    """{"app": {"stale_s": 5}} -> {"app.stale_s": 5}; flat keys pass through.
+
+    Raises ConfigError for a key that is not text and for nesting deeper than MAX_DEPTH.
+    """
     if out is None:
         out = {}
     for key in tree:
+        if not isinstance(key, str):
+            raise ConfigError(prefix + "%r" % (key,), "setting names are text")
         value = tree[key]
         name = prefix + key
         if isinstance(value, dict):
-            flatten(value, name + ".", out)
+            if depth >= MAX_DEPTH:
+                raise ConfigError(name, "nested deeper than %d levels: no setting is that deep" % MAX_DEPTH)
+            flatten(value, name + ".", out, depth + 1)
         else:
             out[name] = value
     return out
@@ -155,7 +214,7 @@ def validate(config):
         slot_key = key.split(".")
         if len(slot_key) == 2 and slot_key[0][:3] == "bms" and slot_key[1] in SLOT_SCHEMA:
             number = slot_key[0][3:]
-            if number.isdigit() and int(number) < SLOTS and str(int(number)) == number:
+            if is_ascii_digits(number) and int(number) < SLOTS and str(int(number)) == number:
                 result[key] = _check(key, value, SLOT_SCHEMA[slot_key[1]])
                 continue
         raise ConfigError(key, "unknown setting")
@@ -175,7 +234,7 @@ def validate(config):
             result[prefix + "addr"] = address
             identity = ("ble", address)
         else:
-            if not address.isdigit() or not 1 <= int(address) <= 247:
+            if not is_ascii_digits(address) or not 1 <= int(address) <= 247:
                 raise ConfigError(prefix + "addr", "an RS485 slot needs a Modbus address 1..247, not %r" % (address,))
             if kind == TYPE_BYD_PRO and int(address) > 63:
                 raise ConfigError(prefix + "addr", "a BYD PRO DIP address is 1..63, not %s" % address)

@@ -499,6 +499,12 @@ class RtuFramer:
         """Bytes held for the frame still open."""
         return len(self._buf)
 
+    def deadline_us(self):
+        """When silence will close the open frame (next_event then returns it), or None."""
+        if self._closed or not (self._buf or self._overflow):
+            return None
+        return self._last_us + self.gap_us
+
     def close_if_complete(self, length_of):
         """Close the open frame now, without waiting for t3.5, when length_of
         (request_frame_length, say) says it is whole and its CRC is right.

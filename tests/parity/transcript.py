@@ -8,7 +8,7 @@ interpreters must produce the very same text.
 
 import json
 
-from vbms_core import app, battery, byd, deye, jk_ble, jk_frames, modbus
+from vbms_core import app, battery, byd, deye, events, jk_ble, jk_frames, modbus
 from vbms_core.dissect import dissect
 from vbms_core.errors import ProtocolError, RemoteProtocolError
 
@@ -23,7 +23,9 @@ def canon(value):
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        return repr(value)  # configured values echoed back; a port printing them differently shows here
+        # 12 significant digits: MicroPython's repr is not the shortest round trip (0.009 prints as
+        # 0.008999999999999999 there), so the same double must not be compared by its repr
+        return "%.12g" % value
     if isinstance(value, str):
         out = ['"']
         for char in value:
@@ -272,69 +274,93 @@ def app_cases(golden_dir, emit):
         "bms2.type": 2,
         "bms2.addr": "c8:47:8c:00:00:02",
         "bms2.voltage": 56.4,
+        "bms3.type": 3,
+        "bms3.addr": "9",
+        "mqtt.enable": True,
+        "mqtt.server": "broker:1883",
     }
     proxy = app.Proxy(settings, 0)
+    calls = [0]
 
-    def record(label, now_us):
-        actions = []
-        for action in proxy.take_actions():
-            actions.append(
-                [
-                    item if not isinstance(item, (bytes, bytearray)) else hexs(item)
-                    for item in action
-                    if not isinstance(item, dict)
-                ]
-            )
-        emit({"case": "app", "step": label, "now_us": now_us, "actions": actions})
+    def record(label, now_us, actions):
+        described = []
+        for action in actions:
+            items = [item for item in events.describe(action) if not isinstance(item, dict)]
+            if isinstance(action, events.Publish) and action.payload[:1] == "{":
+                # JSON text: its key order is the port's own (MicroPython's dicts are not ordered); compare values
+                items[2] = json.loads(action.payload)
+            described.append(items)
+        emit({"case": "app", "step": label, "now_us": now_us, "actions": described,
+              "deadline": proxy.next_deadline_us()})  # fmt: skip
+
+    def feed(label, event):
+        record(label, event.now_us, proxy.feed(event))
 
     now = 0
     for _ in range(2):
         for reply in replies:
-            proxy.tick(now)
-            record("tick", now)
+            now += 10000  # past app.bms_gap_ms: the next request goes out
+            feed("tick", events.Tick(now))
             now += 140000
-            proxy.bms_bytes(reply[:50], now - 1000)
-            proxy.bms_bytes(reply[50:], now)
-            record("bms reply", now)
-    proxy.ble_event("connected", 2, None, now)
-    record("ble connected", now)
+            feed("bms reply part", events.BmsBytes(reply[:50], now - 1000))
+            feed("bms reply", events.BmsBytes(reply[50:], now))
+        # the JK-PB slot: a padded trigger reply (frame, 00, ack, 00), byte by byte
+        now += 10000
+        feed("tick", events.Tick(now))
+        padded = frames["B19"] + b"\x00" + modbus.encode_write_multiple_response(9, 0x1620, 1) + b"\x00"
+        for index in range(len(padded)):
+            actions = proxy.feed(events.BmsBytes(padded[index : index + 1], now + index * 1042))
+            if actions:
+                record("jk-pb byte %d" % index, now, actions)
+        now += 400000
+        emit({"case": "app_jk_pb", "answers": proxy.slots[3].answers, "error": proxy.slots[3].error})
+    feed("ble event in the wrong state", events.BleNotify(2, b"AT\r\n", now))
+    feed("ble due", events.Tick(now))
+    feed("ble connected", events.BleConnected(2, now))
     for frame_id in ("B10", "B11", "B12"):
         frame = frames[frame_id]
-        proxy.ble_event("notify", 2, b"AT\r\n", now)  # keep-alives come between frames
+        feed("keep-alive", events.BleNotify(2, b"AT\r\n", now))  # keep-alives come between frames
         for start in range(0, 300, 128):
-            proxy.ble_event("notify", 2, frame[start : start + 128], now)
-        record("ble frame " + frame_id, now)
+            feed("ble frame " + frame_id, events.BleNotify(2, frame[start : start + 128], now))
     for unit in range(4):
-        proxy.inv_bytes(modbus.encode_read_request(unit, modbus.READ_INPUT, 0x1000, 25), now)
-        proxy.tick(now + 5000)
-        record("inverter reads unit %d" % unit, now)
-        proxy.inv_bytes(modbus.encode_report_id_request(unit), now + 10000)
-        proxy.tick(now + 15000)
-        record("inverter identity unit %d" % unit, now)
+        feed("inverter reads unit %d" % unit,
+             events.InvBytes(modbus.encode_read_request(unit, modbus.READ_INPUT, 0x1000, 25), now))  # fmt: skip
+        feed("tick", events.Tick(now + 5000))
+        feed("inverter identity unit %d" % unit, events.InvBytes(modbus.encode_report_id_request(unit), now + 10000))
+        feed("tick", events.Tick(now + 15000))
         now += 20000
-    calls = (
+    feed("mqtt connected", events.MqttConnected(now))
+    rpc_calls = (
         ("VBMS.GetSummary", {}, None),
         ("Sys.GetInfo", {}, None),
         ("Config.Get", {}, None),
         ("Config.Set", {"config": {"bms0.voltage": 99.0}}, "token"),
         ("Config.Set", {"config": {"bms0": {"voltage": 53.2}}}, "token"),
         ("Config.Set", {"config": {"bms0.voltage": 53.2}}, "wrong"),
+        ("Config.Set", {"config": {"bms0.serial": "\u00c4\u00d6"}}, "token"),
+        ("Config.Set", {"config": {"bms1.addr": "\u00b2"}}, "token"),
+        ("Config.Set", {"config": {"a": {"b": {"c": {"d": 1}}}}}, "token"),
+        ("Config.Set", {"config": {"bms2.chemistry": "lfp"}}, "token"),
         ("Config.Save", {"reboot": False}, "token"),
         ("VBMS.ScanBLE", {"seconds": 3}, None),
         ("No.Such", {}, None),
     )
-    for method, params, token in calls:
-        result, error = proxy.rpc(method, params, now, token, 1700000000)
-        if isinstance(result, dict) and "bms" in result:
-            for row in result["bms"]:
-                row.pop("voltage", None)
-        emit({"case": "app_rpc", "method": method, "result": result, "error": error})
-        record("after " + method, now)
+    for method, params, token in rpc_calls:
+        calls[0] += 1
+        actions = proxy.feed(events.RpcCall(calls[0], method, params, now, token, 1700000000))
+        for action in actions:
+            if isinstance(action, events.RpcReply):
+                result = action.result
+                if isinstance(result, dict) and "bms" in result:
+                    for row in result["bms"]:
+                        row.pop("voltage", None)
+                emit({"case": "app_rpc", "method": method, "result": result, "error": action.error})
+        record("after " + method, now, actions)
+    feed("scan result", events.BleScanResult([["C8:47:8C:00:00:09", "JK", -70, False]], now + 3000000))
     now += 5000000
-    proxy.inv_bytes(modbus.encode_read_request(0, modbus.READ_INPUT, 0x1000, 25), now)
-    proxy.tick(now + 5000)
+    feed("stale read", events.InvBytes(modbus.encode_read_request(0, modbus.READ_INPUT, 0x1000, 25), now))
+    feed("tick", events.Tick(now + 5000))
     emit({"case": "app_stale", "reason": proxy.deye.reason})
-    record("stale", now)
 
 
 def main(golden_dir, emit_line):
