@@ -41,12 +41,31 @@ class BusModel:
         self.collisions = 0
         self.frames = 0
         self.faults = []  # dicts: kind (drop, corrupt, noise), source, count
+        self.sending_until = {}  # source -> when its UART has sent everything it was given
 
     def transfer_s(self, data):
         return len(data) * self.char_s
 
     def send(self, source, data, deliver):
-        """Put a frame on the line now; deliver(bytes, end_s) gets it (garbled on collision)."""
+        """A frame from source; deliver(bytes, end_s) gets it (garbled on collision).
+
+        A sender's UART sends its frames one after another: a frame written while the
+        sender's previous one is still on the line follows it, it does not collide with it.
+        """
+        env = self.des.env
+        sending_until = self.sending_until.get(source, 0.0)
+        self.sending_until[source] = max(sending_until, env.now) + self.transfer_s(data)
+        if sending_until > env.now:
+            env.process(self._put_later(sending_until - env.now, source, data, deliver))
+        else:
+            self._put(source, data, deliver)
+
+    def _put_later(self, delay_s, source, data, deliver):
+        yield self.des.env.timeout(delay_s)
+        self._put(source, data, deliver)
+
+    def _put(self, source, data, deliver):
+        """The frame goes on the line now."""
         env = self.des.env
         start = env.now
         end = start + self.transfer_s(data)
