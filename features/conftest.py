@@ -286,10 +286,17 @@ def open_dashboard(context):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=flags)
         page = browser.new_page()
-        page.goto(world.http_url + "/")
-        page.wait_for_selector("#batteries tbody tr")
-        context.page_rows = [row.locator("td").all_inner_texts() for row in page.locator("#batteries tbody tr").all()]
-        context.answer = world.rpc("VBMS.GetSummary")[1]
+        page.clock.install()  # the page's refresh timer stays put: the table shows the summary caught here
+        with page.expect_response(lambda response: "/rpc/VBMS.GetSummary" in response.url) as caught:
+            page.goto(world.http_url + "/")
+        context.answer = caught.value.json()
+        page.wait_for_selector("#batteries tr.battery")
+        context.page_rows = {
+            int(row.get_attribute("data-slot")): dict(
+                row.locator("td").evaluate_all("cells => cells.map(c => [c.dataset.label, c.innerText])")
+            )
+            for row in page.locator("#batteries tr.battery").all()
+        }
         browser.close()
 
 
@@ -482,10 +489,10 @@ def scan_lists_all(context):
 
 @then("it shows every battery with the voltage VBMS.GetSummary returns")
 def dashboard_matches(context):
-    rows = {row[0]: row for row in context.page_rows}
+    assert sorted(context.page_rows) == [battery["slot"] for battery in context.answer["bms"]]
     for battery in context.answer["bms"]:
-        shown = rows[str(battery["slot"] + 1)]
-        assert abs(float(shown[7].split()[0]) - battery["pack_voltage"] / 100) <= 0.02
+        shown = context.page_rows[battery["slot"]]
+        assert shown["Volt"] == "%.2f" % (battery["pack_voltage"] / 100), (shown, battery["pack_voltage"])
 
 
 @then("every battery charged in the afternoon and discharged in the evening")
