@@ -86,6 +86,23 @@ def build_parser():
     show = trace_commands.add_parser("show", help="print a trace file readably")
     show.add_argument("file", metavar="FILE")
 
+    report = commands.add_parser(
+        "report",
+        help="one HTML page from a run: plots per battery, the inverter's warnings, the failing scenarios",
+        description="Write one self-contained HTML page from a bus trace (vbms sim --trace FILE) and the scenario "
+        "reports (pytest --junitxml / --cucumberjson): per battery SOC, current, pack voltage and data age as the "
+        "inverter saw them, its communication warnings on the same time axis, and each failing scenario with its "
+        "decoded bus trace. Exit status 2 when an input cannot be used.",
+    )
+    report.add_argument(
+        "run", nargs="+", metavar="RUN", help="a trace file (JSON lines), a JUnit XML or Cucumber JSON report, "
+        "or a directory holding them (*.jsonl, *.xml, *.json)",
+    )  # fmt: skip
+    report.add_argument(
+        "--out", "-o", metavar="FILE.html", help="where to write the page (default: the first RUN with .html, "
+        "or report.html inside a RUN directory)",
+    )  # fmt: skip
+
     bench = commands.add_parser("bench", help="benchmarks")
     bench_kinds = bench.add_subparsers(dest="bench", metavar="BENCHMARK")
     bench_kinds.required = True
@@ -103,7 +120,58 @@ def build_parser():
     )
     proxy.add_argument("--seconds", type=float, default=20.0, help="run time per battery count (default 20)")
     proxy.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    add_fuzz_parser(commands)
     return parser
+
+
+def _positive(kind, what):
+    """An argparse type: a positive int or a positive finite float; a wrong one exits 2 saying so."""
+    number = "a whole number" if kind is int else "a number"
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("%s must be %s, not %r" % (what, number, text)) from None
+        if not 0 < value < float("inf"):
+            raise argparse.ArgumentTypeError("%s must be positive, not %s" % (what, text))
+        return value
+
+    return parse
+
+
+def add_fuzz_parser(commands):
+    fuzz = commands.add_parser("fuzz", help="fuzzing: coverage-guided campaigns against the protocol decoders")
+    fuzz_kinds = fuzz.add_subparsers(dest="fuzz_command", metavar="CAMPAIGN")
+    fuzz_kinds.required = True
+    decoders = fuzz_kinds.add_parser(
+        "decoders",
+        help="every decoder, framer and reassembler of vbms_core, and the config validator, under atheris",
+        description="Coverage-guided campaigns (atheris/libFuzzer), one worker process per target. Each input must "
+        "decode or raise RemoteProtocolError (the configuration: ConfigError), consistently, within the CPU and "
+        "memory limits. Prints runs, executions per second, edges covered and findings per target; a finding is "
+        "minimized and saved as a regression file. Exit status: 0 clean, 1 a finding, 2 bad arguments, 3 a worker "
+        "that failed.",
+    )
+    decoders.add_argument(
+        "--target", action="append", metavar="NAME", help="fuzz only this target (repeat for several; default: all)"
+    )
+    budget = decoders.add_mutually_exclusive_group()
+    budget.add_argument("--runs", type=_positive(int, "--runs"), metavar="N", help="inputs per target")
+    budget.add_argument(
+        "--seconds", type=_positive(float, "--seconds"), metavar="S", help="time per target (default 10)"
+    )
+    decoders.add_argument(
+        "--jobs", type=_positive(int, "--jobs"), default=1, metavar="N", help="targets fuzzed at once (default 1)"
+    )
+    decoders.add_argument(
+        "--findings", default="fuzz-findings", metavar="DIR", help="where findings are saved (default fuzz-findings)"
+    )
+    decoders.add_argument(
+        "--corpus", metavar="DIR", help="keep each target's corpus in DIR/TARGET between campaigns (default: none)"
+    )
+    decoders.add_argument("--seed", type=int, metavar="N", help="libFuzzer's random seed (default: random)")
+    decoders.add_argument("--list", action="store_true", help="list the targets and what each checks, then exit")
 
 
 def main(argv=None):
@@ -137,6 +205,14 @@ def main(argv=None):
         except OSError as error:
             sys.stderr.write("vbms trace show: cannot read %s: %s\n" % (args.file, error.strerror))
             return 2
+    if args.command == "report":
+        from . import report
+
+        return report.run(args)
+    if args.command == "fuzz":
+        from .fuzz import runner
+
+        return runner.run_cli(args)
     if args.command == "bench":
         from . import benchmarks
 

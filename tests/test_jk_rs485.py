@@ -4,7 +4,7 @@ import pytest
 from conftest import JK_FRAMES
 from test_golden_jk import summary_values
 
-from vbms_core import jk_4e57, jk_frames, jk_pb
+from vbms_core import jk_4e57, jk_frames, jk_pb, modbus
 from vbms_core.dissect import dissect
 from vbms_core.errors import RemoteProtocolError
 
@@ -135,3 +135,11 @@ def test_4e57_unknown_register_cannot_be_skipped():
 def test_settings_reply_over_rs485_is_a_32s_frame():
     result = jk_frames.decode_frame(BY_ID["R04"])
     assert result["layout"] == "JK02_32S" and result["device_address"] == 3
+
+
+def test_a_trigger_reply_has_a_maximum_size():
+    frame = bytes.fromhex(next(f["hex"] for f in JK_FRAMES if f["id"] == "R02"))
+    ack = modbus.encode_write_multiple_response(1, jk_pb.TRIGGER_STATUS, 1)
+    assert jk_pb.decode_trigger_reply(frame + b"\x00" + ack + b"\x00").ack is not None  # padded: fine
+    with pytest.raises(RemoteProtocolError, match="at most"):
+        jk_pb.decode_trigger_reply(frame + ack + bytes(100_000))  # was read zero by zero, in quadratic time

@@ -108,30 +108,41 @@ def is_ascii_digits(text):
     return True
 
 
+def shown(value):
+    """A value for an error message: short, whatever it holds (a list or an object nested
+    thousands deep is named by its kind, never written out)."""
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _check(key, value, spec):
     kind, _, low, high = spec
     if kind == "choice":
         if value not in low:
-            raise ConfigError(key, "must be one of %s, not %r" % (", ".join(low), value))
+            raise ConfigError(key, "must be one of %s, not %s" % (", ".join(low), shown(value)))
         return value
     if kind == "bool":
         if value is not True and value is not False:
-            raise ConfigError(key, "must be true or false, not %r" % (value,))
+            raise ConfigError(key, "must be true or false, not %s" % shown(value))
         return value
     if kind == "int":
         if not isinstance(value, int) or value is True or value is False:
-            raise ConfigError(key, "must be a whole number, not %r" % (value,))
+            raise ConfigError(key, "must be a whole number, not %s" % shown(value))
         if not low <= value <= high:
             raise ConfigError(key, "must be within %d..%d, not %d" % (low, high, value))
         return value
     if kind == "float":
         if not isinstance(value, (int, float)) or value is True or value is False:
-            raise ConfigError(key, "must be a number, not %r" % (value,))
+            raise ConfigError(key, "must be a number, not %s" % shown(value))
         if not low <= value <= high:
             raise ConfigError(key, "must be within %s..%s, not %s" % (low, high, value))
         return value
     if not isinstance(value, str):
-        raise ConfigError(key, "must be text, not %r" % (value,))
+        raise ConfigError(key, "must be text, not %s" % shown(value))
     if not low <= len(value) <= high:
         raise ConfigError(key, "must be %d..%d characters long" % (low, high))
     allowed, description = TEXT_KINDS[kind]
@@ -141,7 +152,7 @@ def _check(key, value, spec):
     if kind == "server" and value:
         host, _, port = value.rpartition(":")
         if not host or not is_ascii_digits(port) or not 1 <= int(port) <= 65535:
-            raise ConfigError(key, "must be host:port with a port within 1..65535, not %r" % (value,))
+            raise ConfigError(key, "must be host:port with a port within 1..65535, not %s" % shown(value))
     return value
 
 
@@ -177,7 +188,7 @@ def flatten(tree, prefix="", out=None, depth=1):
         out = {}
     for key in tree:
         if not isinstance(key, str):
-            raise ConfigError(prefix + "%r" % (key,), "setting names are text")
+            raise ConfigError(prefix + shown(key), "setting names are text")
         value = tree[key]
         name = prefix + key
         if isinstance(value, dict):
@@ -228,14 +239,15 @@ def validate(config):
         if kind == TYPE_JK_BLE:
             if not is_mac(address):
                 raise ConfigError(
-                    prefix + "addr", "a JK BLE slot needs a MAC address like C8:47:8C:10:00:01, not %r" % (address,)
+                    prefix + "addr", "a JK BLE slot needs a MAC address like C8:47:8C:10:00:01, not %s" % shown(address)
                 )
             address = address.upper()
             result[prefix + "addr"] = address
             identity = ("ble", address)
         else:
             if not is_ascii_digits(address) or not 1 <= int(address) <= 247:
-                raise ConfigError(prefix + "addr", "an RS485 slot needs a Modbus address 1..247, not %r" % (address,))
+                message = "an RS485 slot needs a Modbus address 1..247, not %s" % shown(address)
+                raise ConfigError(prefix + "addr", message)
             if kind == TYPE_BYD_PRO and int(address) > 63:
                 raise ConfigError(prefix + "addr", "a BYD PRO DIP address is 1..63, not %s" % address)
             result[prefix + "addr"] = str(int(address))

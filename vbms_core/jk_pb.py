@@ -64,6 +64,9 @@ TRIGGERS = {
 TRIGGER_BY_NAME = {"device_info": TRIGGER_DEVICE_INFO, "settings": TRIGGER_SETTINGS, "status": TRIGGER_STATUS}
 
 ACK_LENGTH = 8
+# The longest trigger reply accepted: the frame, the ACK and a few 00 bytes of padding around it
+# (section 11.6 shows one before and one after the ACK); anything longer is not a reply.
+MAX_TRIGGER_REPLY = jk_frames.FRAME_LENGTH + ACK_LENGTH + 16
 
 
 def block_of(register):
@@ -197,8 +200,10 @@ def decode_trigger_reply(data):
     """Split a trigger reply: 300-byte frame, optional 00, 8-byte ACK, optional 00.
 
     Raises RemoteProtocolError when the frame is bad or something other than
-    padding and one ACK follows it.
+    padding and one ACK follows it, or when it is longer than MAX_TRIGGER_REPLY.
     """
+    if len(data) > MAX_TRIGGER_REPLY:
+        raise RemoteProtocolError("JK-PB trigger reply of %d bytes: at most %d" % (len(data), MAX_TRIGGER_REPLY))
     jk_frames.check_frame(data)
     rest = data[jk_frames.FRAME_LENGTH :]
     padding = 0
