@@ -178,15 +178,24 @@ def test_ble_link_loss_reconnects_with_backoff():
     assert again and round((again[0] - lost_us) / 1e6, 2) == 1.0
 
 
-def test_ble_connections_are_capped():
-    batteries = {slot: BatteryModel(seed=slot) for slot in range(3)}
+def test_ble_connections_are_capped_and_rotate():
+    batteries = {slot: BatteryModel(seed=slot, soc_permille=300 + 100 * slot) for slot in range(3)}
     ble = {slot: JkBms(batteries[slot], name="JK-%d" % slot) for slot in range(3)}
     settings = {"app.ble_max_connections": 2}
     for slot in range(3):
         settings.update({"bms%d.type" % slot: 2, "bms%d.addr" % slot: "C8:47:8C:10:00:0%d" % slot})
     wiring = Wiring(settings, [], ble)
-    wiring.run_until(3_000_000)
-    assert sorted(wiring.sessions) == [0, 1]
+    wiring.run_until(40_000)
+    assert sorted(wiring.sessions) == [0, 1]  # the first two connect, the third waits
+    wiring.run_until(30_000_000)
+    assert wiring.most_connected == 2  # never more than the cap
+    connects = [wiring.proxy.ble.sessions[slot].connects for slot in range(3)]
+    assert min(connects) >= 3, connects  # every module had its turn, again and again
+    for slot in range(3):
+        named = deye.named_registers(0x1000, wiring.read_unit(slot))
+        assert named["soc_permille"] == batteries[slot].soc_permille // 10 * 10
+    assert not [log for log in wiring.logs if log[1] == "ble_event_refused"]
+    assert all(wiring.proxy.slots[slot].failures == 0 for slot in range(3))  # yielding is not a failure
 
 
 def test_rpc_summary_shape_matches_the_original_interface():

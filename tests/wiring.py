@@ -33,6 +33,7 @@ class Wiring(ev.Executor):
         self.reboots = 0
         self.published = []
         self.connect_attempts = []  # (time, slot)
+        self.most_connected = 0
         self._queue = []
         self._sequence = 0
         self._calls = 0
@@ -73,6 +74,7 @@ class Wiring(ev.Executor):
         self.connect_attempts.append((self.now_us, slot))
         if slot in self.ble_devices and slot not in self.refused:
             self.sessions[slot] = JkBleSession(self.ble_devices[slot], "mtu131")
+            self.most_connected = max(self.most_connected, len(self.sessions))
             self.at(self.now_us + 50_000, ev.BleConnected(slot, 0))
         else:
             self.at(self.now_us + 3_000_000, ev.BleConnectFailed(slot, "not found", 0))

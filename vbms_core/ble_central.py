@@ -11,6 +11,13 @@ info (0x97), then the settings (0x96); the module then streams cell-info frames
 about every 0.5 s.  Frames say their layout themselves (jk_frames.detect_layout).
 A session without frames for app.ble_timeout_s is dropped; reconnection backs off
 from 1 s, doubling up to 30 s, and starts again at 1 s once frames flow.
+
+At most app.ble_max_connections modules are connected at once.  With more JK BLE
+slots than that, connections rotate: when a module is due and none is free, the
+connected module that got its fresh reading longest ago yields its connection
+(no failure, no backoff), and the module that has waited longest connects.  Each
+battery then reads at its turn; with fewer connections than slots, the age of its
+data grows with the number of slots per connection (app.stale_s may need room).
 """
 
 from . import battery, jk_ble, jk_frames
@@ -36,6 +43,7 @@ SETTINGS = "settings"
 CELL_INFO = "cell_info"
 ASK_DUE = "ask_due"  # the handshake's last question went unanswered for a second
 SILENT = "silent"  # no frames for app.ble_timeout_s
+YIELD = "yield"  # another module waits for this connection
 
 FIRST_BACKOFF_US = 1000000
 MAX_BACKOFF_US = 30000000
@@ -61,12 +69,13 @@ TRANSITIONS = {
     (STREAMING, CELL_INFO): (STREAMING, "reading"),
     (STREAMING, SILENT): (IDLE, "drop_stopped_stream"),
     (STREAMING, DISCONNECTED): (IDLE, "lost"),
+    (STREAMING, YIELD): (IDLE, "yield_connection"),
 }
 
 
 class BleSession:
     __slots__ = ("slot", "state", "reassembler", "next_attempt_us", "backoff_us", "last_frame_us", "asked_us",
-                 "asks", "connects", "refused")  # fmt: skip
+                 "asks", "connects", "refused", "streamed_us")  # fmt: skip
 
     def __init__(self, slot):
         self.slot = slot
@@ -79,6 +88,7 @@ class BleSession:
         self.asks = 0
         self.connects = 0
         self.refused = 0  # events that did not fit the state
+        self.streamed_us = None  # when this connection's first reading came
 
 
 class BleCentral:
@@ -134,13 +144,13 @@ class BleCentral:
     def tick(self, now_us):
         config = self.owner.config
         timeout_us = config["app.ble_timeout_s"] * 1000000
+        self._rotate(now_us)
         for index in sorted(self.sessions):
             session = self.sessions[index]
             state = session.state
             if state == IDLE:
-                if now_us >= session.next_attempt_us and self.active() < config["app.ble_max_connections"]:
-                    self.handle(session, DUE, now_us)
-            elif state == CONNECTING:
+                continue
+            if state == CONNECTING:
                 if now_us - session.asked_us > CONNECT_TIMEOUT_FACTOR * timeout_us:
                     self.handle(session, CONNECT_TIMEOUT, now_us)
             elif now_us - session.last_frame_us > timeout_us:
@@ -148,11 +158,32 @@ class BleCentral:
             elif state == HANDSHAKE and now_us - session.asked_us > ASK_EVERY_US:
                 self.handle(session, ASK_DUE, now_us)
 
+    def _rotate(self, now_us):
+        """Connect the modules that are due, longest waiting first; when no connection is
+        free, the modules that have had their reading yield theirs."""
+        due = [s for s in self.sessions.values() if s.state == IDLE and now_us >= s.next_attempt_us]
+        if not due:
+            return
+        due.sort(key=_waiting_order)
+        free = self.owner.config["app.ble_max_connections"] - self.active()
+        if free < len(due):
+            done = [s for s in self.sessions.values() if s.state == STREAMING and s.streamed_us is not None]
+            done.sort(key=_streamed_order)
+            for session in done[: len(due) - max(free, 0)]:
+                self.handle(session, YIELD, now_us)
+            free = self.owner.config["app.ble_max_connections"] - self.active()
+        for session in due[: max(free, 0)]:
+            self.handle(session, DUE, now_us)
+
     def next_deadline_us(self):
         config = self.owner.config
         timeout_us = config["app.ble_timeout_s"] * 1000000
         soonest = None
         room = self.active() < config["app.ble_max_connections"]
+        if not room:  # a module that has had its reading can make room
+            for session in self.sessions.values():
+                if session.state == STREAMING and session.streamed_us is not None:
+                    room = True
         for session in self.sessions.values():
             state = session.state
             if state == IDLE:
@@ -175,6 +206,7 @@ class BleCentral:
 
     def _start_handshake(self, session, now_us, data):
         session.connects += 1
+        session.streamed_us = None
         session.reassembler = jk_ble.JkReassembler()
         session.last_frame_us = now_us
         session.asks = 0
@@ -250,8 +282,21 @@ class BleCentral:
 
     def _first_reading(self, session, now_us, decoded):
         session.backoff_us = FIRST_BACKOFF_US
+        session.streamed_us = now_us
         self._reading(session, now_us, decoded)
+
+    def _yield_connection(self, session, now_us, data):
+        self.owner.emit(BleDisconnect(session.slot.index))
+        session.next_attempt_us = now_us  # due again at once, behind the modules that waited longer
 
     def _reading(self, session, now_us, decoded):
         session.slot.layout = decoded["layout"]
         self.owner.answered(session.slot, battery.from_jk(decoded, session.slot.settings), now_us)
+
+
+def _waiting_order(session):
+    return (session.next_attempt_us, session.slot.index)
+
+
+def _streamed_order(session):
+    return (session.streamed_us, session.slot.index)
