@@ -18,171 +18,15 @@ import simpy
 
 from simulators.deye.inverter import PowerProfile
 from simulators.jk.device import JkBleSession, JkBms
-from vbms_core import app, deye, modbus
+from vbms_core import app
 from vbms_core import events as ev
 
-from .sim import build_devices, vbms_config
+from .builder import build_devices, vbms_config
+from .des_inverter import InverterModel
 from .trace import Trace
+from .wires.frame_bus import FrameBus
 
 TOKEN = "des-token"
-
-
-class BusModel:
-    """Frame-level RS485: transfer time, collisions, faults; records a trace."""
-
-    def __init__(self, des, name, baud, protocol):
-        self.des = des
-        self.name = name
-        self.baud = baud
-        self.protocol = protocol
-        self.char_s = 10 / baud
-        self.busy_until = 0.0
-        self.busy_frame = None
-        self.collisions = 0
-        self.frames = 0
-        self.faults = []  # dicts: kind (drop, corrupt, noise), source, count
-        self.sending_until = {}  # source -> when its UART has sent everything it was given
-
-    def transfer_s(self, data):
-        return len(data) * self.char_s
-
-    def send(self, source, data, deliver):
-        """A frame from source; deliver(bytes, end_s) gets it (garbled on collision).
-
-        A sender's UART sends its frames one after another: a frame written while the
-        sender's previous one is still on the line follows it, it does not collide with it.
-        """
-        env = self.des.env
-        sending_until = self.sending_until.get(source, 0.0)
-        self.sending_until[source] = max(sending_until, env.now) + self.transfer_s(data)
-        if sending_until > env.now:
-            env.process(self._put_later(sending_until - env.now, source, data, deliver))
-        else:
-            self._put(source, data, deliver)
-
-    def _put_later(self, delay_s, source, data, deliver):
-        yield self.des.env.timeout(delay_s)
-        self._put(source, data, deliver)
-
-    def _put(self, source, data, deliver):
-        """The frame goes on the line now."""
-        env = self.des.env
-        start = env.now
-        end = start + self.transfer_s(data)
-        data = bytes(data)
-        faults = []
-        for fault in list(self.faults):
-            if fault["source"] not in (None, source):
-                continue
-            faults.append(fault["kind"])
-            if fault["kind"] == "drop":
-                data = None
-            elif fault["kind"] == "corrupt":
-                data = data[:-1] + bytes(((data[-1] ^ 0x01),))
-            elif fault["kind"] == "noise":
-                data = bytes(self.des.random.randrange(256) for _ in range(4)) + data
-            if fault.get("count") is not None:
-                fault["count"] -= 1
-                if fault["count"] <= 0:
-                    self.faults.remove(fault)
-        collided = start < self.busy_until
-        if collided:
-            self.collisions += 1
-            if data is not None:
-                data = bytes(b ^ 0xA5 for b in data)
-            if self.busy_frame is not None:
-                self.busy_frame["garbled"] = True
-        frame = {"garbled": False}
-        self.busy_until = max(self.busy_until, end)
-        self.busy_frame = frame
-        self.frames += 1
-        self.des.trace.record(self, start, source, data or b"", faults=faults, collision=collided)
-
-        def arrive():
-            yield env.timeout(end - start)
-            if data is not None:
-                deliver(bytes(b ^ 0x5A for b in data) if frame["garbled"] else data, env.now)
-
-        env.process(arrive())
-
-
-class InverterModel:
-    """The DEYE master: polls units, keeps values, raises W31 after warn_after misses."""
-
-    def __init__(self, des, units, poll_period_s, timeout_s, warn_after, profile):
-        self.des = des
-        self.units = {
-            unit: {"values": None, "identity": None, "misses": 0, "answers": 0, "comm_warning": False} for unit in units
-        }
-        self.poll_period_s = poll_period_s
-        self.timeout_s = timeout_s
-        self.warn_after = warn_after
-        self.profile = profile
-        self.cycles = 0
-        self._reply = None
-        self.line = simpy.Resource(des.env, capacity=1)  # one exchange on the line at a time
-        self.battery_current_ma = {}
-
-    def reply_arrived(self, data, now_s):
-        if self._reply is not None and not self._reply.triggered:
-            self._reply.succeed(data)
-
-    def ask(self, request):
-        """A request out and its reply (bytes) or None after the timeout; a simpy process."""
-        env = self.des.env
-        with self.line.request() as turn:
-            yield turn
-            self._reply = env.event()
-            reply_event = self._reply
-            self.des.inverter_bus.send("deye", request, lambda data, t: self.des.proxy_inv_bytes(data, t))
-            result = yield reply_event | env.timeout(self.des.inverter_bus.transfer_s(request) + self.timeout_s)
-            self._reply = None
-            return result[reply_event] if reply_event in result else None
-
-    def run(self):
-        env = self.des.env
-        while True:
-            started = env.now
-            for unit, state in self.units.items():
-                reply = yield env.process(self.ask(modbus.encode_read_request(unit, modbus.READ_INPUT, 0x1000, 25)))
-                try:
-                    event = modbus.decode_response(reply) if reply else None
-                except modbus.RemoteProtocolError:
-                    event = None
-                if isinstance(event, modbus.ReadResponse) and event.unit == unit:
-                    state["values"] = deye.named_registers(0x1000, event.registers)
-                    state["misses"] = 0
-                    state["answers"] += 1
-                    state["comm_warning"] = False
-                    if state["identity"] is None:
-                        identity = yield env.process(self.ask(modbus.encode_report_id_request(unit)))
-                        try:
-                            state["identity"] = deye.decode_identity(modbus.decode_response(identity).data)
-                        except (modbus.RemoteProtocolError, AttributeError, TypeError):
-                            pass
-                else:
-                    state["misses"] += 1
-                    if state["answers"] and state["misses"] >= self.warn_after:
-                        state["comm_warning"] = True
-                yield env.timeout(0.005)
-            self.cycles += 1
-            self._power()
-            yield env.timeout(max(0.0, self.poll_period_s - (env.now - started)))
-
-    def _power(self):
-        online = [(u, s) for u, s in self.units.items() if s["values"] is not None and not s["comm_warning"]]
-        self.battery_current_ma = {}
-        if not online:
-            return
-        watts = self.profile.watts_at(self.des.env.now)
-        volts = sum(s["values"]["pack_voltage_mv"] for _, s in online) / len(online) / 1000 or 51.2
-        share = watts / volts * 1000 / len(online)
-        for unit, state in online:
-            current = min(share, state["values"]["max_charge_current_ma"]) if share > 0 else share
-            self.battery_current_ma[unit] = round(current)
-
-    def warnings(self):
-        return ["W31 Battery_comm_warn: battery %d" % (unit + 1) for unit, s in self.units.items() if s["comm_warning"]]
 
 
 class DesBench(ev.Executor):
@@ -198,7 +42,7 @@ class DesBench(ev.Executor):
         self.config.update(config_overrides or {})
         self.saved_config = None
         self.proxy = app.Proxy(self.config, 0)
-        self.buses = {name: BusModel(self, name, spec.baud, spec.protocol) for name, spec in bench.buses.items()}
+        self.buses = {name: FrameBus(self, name, spec.baud, spec.protocol) for name, spec in bench.buses.items()}
         bms = sorted({spec.bus for spec in bench.batteries if spec.bus})
         self.bms_bus = self.buses[bms[0]] if bms else None
         self.inverter_bus = self.buses[bench.inverter["bus"]]

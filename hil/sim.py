@@ -24,63 +24,17 @@ import threading
 import time
 import urllib.request
 
-from simulators.battery import BatteryModel
-from simulators.byd.device import BydModule
 from simulators.deye.inverter import DeyeInverter, PowerProfile, render_table
 from simulators.jk.device import JkBms
 from simulators.serial_device import SerialDevice
 
 from .benchfile import BenchError, load, load_default
+from .builder import build_devices, vbms_config
 from .trace import Trace
 from .wires.rs485 import Fault, Rs485Bus
 
 DUT = "dut"
 INVERTER = "deye"
-
-
-def build_devices(bench):
-    """The battery models and device models of a bench: ({slot: BatteryModel}, {slot: device})."""
-    batteries, devices = {}, {}
-    for spec in bench.batteries:
-        battery = BatteryModel(
-            cells=spec.cells,
-            capacity_mah=spec.capacity_mah,
-            chemistry=spec.chemistry,
-            soc_permille=spec.soc_permille,
-            soh_permille=spec.soh_permille,
-            seed=bench.seed * 100 + spec.slot,
-        )
-        batteries[spec.slot] = battery
-        if spec.type == "byd_pro":
-            device = BydModule(spec.address, battery, reply_delay_s=spec.reply_delay_s, seed=spec.slot)
-        else:
-            device = JkBms(
-                battery, layout=spec.layout, address=spec.address if isinstance(spec.address, int) else 1,
-                name=spec.name, serial_number="SIM%02d" % spec.slot, seed=spec.slot,
-            )  # fmt: skip
-        if spec.failure:
-            device.set_failure(spec.failure)
-        devices[spec.slot] = device
-    return batteries, devices
-
-
-def vbms_config(bench, token, mqtt_server=None):
-    """The VBMS configuration for a bench: one slot per battery, at its unit."""
-    types = {"byd_pro": 1, "jk_ble": 2, "jk_rs485": 3, "jk_4e57": 4}
-    config = {"rpc.auth_token": token, "device.id": "vbms-sim", "app.refresh_ms": 1000}
-    if mqtt_server:
-        config.update({"mqtt.enable": True, "mqtt.server": mqtt_server})
-    bms_buses = {spec.bus for spec in bench.batteries if spec.bus}
-    if bms_buses:
-        config["app.bms_baud"] = bench.buses[bms_buses.pop()].baud
-    if bench.inverter:
-        config["app.inv_baud"] = bench.buses[bench.inverter["bus"]].baud
-    for spec in bench.batteries:
-        prefix = "bms%d." % spec.slot
-        config[prefix + "type"] = types[spec.type]
-        config[prefix + "addr"] = str(spec.address)
-        config[prefix + "name"] = spec.name
-    return config
 
 
 class _JkRs485Model:

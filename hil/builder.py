@@ -1,0 +1,51 @@
+"""One bench builder for every target: the device models of a bench, and the VBMS
+configuration that matches it."""
+
+from simulators.battery import BatteryModel
+from simulators.byd.device import BydModule
+from simulators.jk.device import JkBms
+
+
+def build_devices(bench):
+    """The battery models and device models of a bench: ({slot: BatteryModel}, {slot: device})."""
+    batteries, devices = {}, {}
+    for spec in bench.batteries:
+        battery = BatteryModel(
+            cells=spec.cells,
+            capacity_mah=spec.capacity_mah,
+            chemistry=spec.chemistry,
+            soc_permille=spec.soc_permille,
+            soh_permille=spec.soh_permille,
+            seed=bench.seed * 100 + spec.slot,
+        )
+        batteries[spec.slot] = battery
+        if spec.type == "byd_pro":
+            device = BydModule(spec.address, battery, reply_delay_s=spec.reply_delay_s, seed=spec.slot)
+        else:
+            device = JkBms(
+                battery, layout=spec.layout, address=spec.address if isinstance(spec.address, int) else 1,
+                name=spec.name, serial_number="SIM%02d" % spec.slot, seed=spec.slot,
+            )  # fmt: skip
+        if spec.failure:
+            device.set_failure(spec.failure)
+        devices[spec.slot] = device
+    return batteries, devices
+
+
+def vbms_config(bench, token, mqtt_server=None):
+    """The VBMS configuration for a bench: one slot per battery, at its unit."""
+    types = {"byd_pro": 1, "jk_ble": 2, "jk_rs485": 3, "jk_4e57": 4}
+    config = {"rpc.auth_token": token, "device.id": "vbms-sim", "app.refresh_ms": 1000}
+    if mqtt_server:
+        config.update({"mqtt.enable": True, "mqtt.server": mqtt_server})
+    bms_buses = {spec.bus for spec in bench.batteries if spec.bus}
+    if bms_buses:
+        config["app.bms_baud"] = bench.buses[bms_buses.pop()].baud
+    if bench.inverter:
+        config["app.inv_baud"] = bench.buses[bench.inverter["bus"]].baud
+    for spec in bench.batteries:
+        prefix = "bms%d." % spec.slot
+        config[prefix + "type"] = types[spec.type]
+        config[prefix + "addr"] = str(spec.address)
+        config[prefix + "name"] = spec.name
+    return config
