@@ -200,7 +200,8 @@ def ble_frame_latency(frames=12):
     from simulators.jk.ble import CHARACTERISTIC_UUID, JkBlePeripheral
     from simulators.jk.device import JkBms
 
-    from .wires.ble import BleEnvironment, find_device
+    from .host.ble import find_device
+    from .wires.ble import BleEnvironment
 
     async def measure(chunking):
         device = JkBms(BatteryModel(), name="JK-BENCH")

@@ -6,6 +6,7 @@ import sys
 import threading
 import time
 
+from .procs import STOP_SIGNALS
 from .wires.ble import BleEnvironment, BleEnvironmentError
 
 MAC_HELP = "adapter MAC address (repeat for more adapters; default two)"
@@ -14,7 +15,7 @@ MAC_HELP = "adapter MAC address (repeat for more adapters; default two)"
 def run(args):
     addresses = args.address or ["00:11:22:33:44:55", "00:AA:BB:CC:DD:EE"]
     stop = threading.Event()
-    for signal_number in (signal.SIGINT, signal.SIGTERM):
+    for signal_number in STOP_SIGNALS:
         signal.signal(signal_number, lambda *_: stop.set())
     try:
         environment = BleEnvironment(adapters=addresses).start()

@@ -70,6 +70,10 @@ def build_parser():
     run.add_argument("--ble-adapter", metavar="HCI", help="Bluetooth adapter for JK-BMS over BLE (e.g. hci0)")
     run.add_argument("--http-host", default="127.0.0.1", help="address the RPC server listens on (default 127.0.0.1)")
     run.add_argument("--http-port", type=int, default=8080, help="RPC server port (default 8080)")
+    run.add_argument(
+        "--http-timeout", type=_positive(float, "--http-timeout"), default=10.0, metavar="SECONDS",
+        help="a request not read whole within this time gets a 400 and its connection closes (default 10)",
+    )  # fmt: skip
 
     ble = commands.add_parser("ble", help="the Bluetooth LE environment without a radio (dbus-daemon + BlueZoo)")
     ble_commands = ble.add_subparsers(dest="ble_command", metavar="ACTION")
@@ -190,7 +194,7 @@ def main(argv=None):
 
         return sim.run(args)
     if args.command == "run":
-        from . import runtime
+        from .host import runtime
 
         return runtime.run(args)
     if args.command == "ble":

@@ -30,6 +30,7 @@ from simulators.serial_device import SerialDevice
 
 from .benchfile import BenchError, load, load_default
 from .builder import build_devices, vbms_config
+from .procs import STOP_SIGNALS, start_tied, stop_group
 from .trace import Trace
 from .wires.rs485 import Fault, Rs485Bus
 
@@ -183,9 +184,7 @@ class Simulation:
             env["DBUS_SYSTEM_BUS_ADDRESS"] = self.ble.address
         self.dut_log = os.path.join(self.dut_dir, "vbms.log")
         with open(self.dut_log, "w") as log:
-            self.dut_process = subprocess.Popen(
-                command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+            self.dut_process = start_tied(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.dut_process.poll() is not None:
@@ -216,15 +215,8 @@ class Simulation:
             return error.code, json.loads(error.read() or b"null")
 
     def _stop_vbms(self):
-        if self.dut_process is None:
-            return
-        if self.dut_process.poll() is None:
-            os.killpg(self.dut_process.pid, signal.SIGTERM)
-            try:
-                self.dut_process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.dut_process.pid, signal.SIGKILL)
-                self.dut_process.wait()
+        if self.dut_process is not None:
+            stop_group(self.dut_process)
 
     def _trace_notification(self, name, payload):
         t0 = next(iter(self.buses.values())).t0 if self.buses else self.started_s or 0.0
@@ -327,6 +319,15 @@ class Simulation:
         return status
 
 
+def say(line):
+    """A line on stdout; a terminal that was closed (or a pipe whose reader left) ends the
+    output, not the bench: its stop must still run to the end."""
+    try:
+        print(line, flush=True)
+    except OSError:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the rest of the process
+
+
 def run(args):
     try:
         bench = load(args.bench) if args.bench else load_default()
@@ -337,7 +338,7 @@ def run(args):
         sys.stderr.write("vbms sim: --duration must be positive\n")
         return 2
     stop = threading.Event()
-    for signal_number in (signal.SIGINT, signal.SIGTERM):
+    for signal_number in STOP_SIGNALS:  # SIGHUP too: closing the terminal stops the bench cleanly
         signal.signal(signal_number, lambda *_: stop.set())
     simulation = Simulation(
         bench, trace_path=args.trace, external_deye=args.external == "deye", ble=not args.no_ble, dut=args.dut
@@ -349,25 +350,28 @@ def run(args):
         simulation.stop()
         return 1
     try:
-        print(json.dumps(simulation.endpoints()), flush=True)
+        say(json.dumps(simulation.endpoints()))
         deadline = None if args.duration is None else time.monotonic() + args.duration
         if args.headless or simulation.inverter is None or not sys.stdout.isatty():
             next_status = time.monotonic() + args.status_every
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 stop.wait(0.2)
                 if time.monotonic() >= next_status:
-                    print(json.dumps(simulation.status()), flush=True)
+                    say(json.dumps(simulation.status()))
                     next_status += args.status_every
         else:
             from rich.live import Live
 
-            with Live(render_table(simulation.inverter), refresh_per_second=2) as live:
-                while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-                    stop.wait(0.5)
-                    live.update(render_table(simulation.inverter))
+            try:
+                with Live(render_table(simulation.inverter), refresh_per_second=2) as live:
+                    while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                        stop.wait(0.5)
+                        live.update(render_table(simulation.inverter))
+            except OSError:  # the terminal went away (its SIGHUP has set stop)
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115
         final = simulation.status()
         final["event"] = "stopped"
-        print(json.dumps(final), flush=True)
+        say(json.dumps(final))
     finally:
         simulation.stop()
     return 0

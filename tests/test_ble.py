@@ -6,7 +6,8 @@ import subprocess
 import pytest
 from bleak import BleakClient
 
-from hil.wires.ble import BleEnvironment, find_device
+from hil.host.ble import find_device
+from hil.wires.ble import BleEnvironment
 from simulators.battery import BatteryModel
 from simulators.jk.ble import CHARACTERISTIC_UUID, JkBlePeripheral
 from simulators.jk.device import JkBms

@@ -21,12 +21,15 @@ import threading
 
 import paho.mqtt.client as mqtt
 import pytest
-import serial
 from conftest import wait_for
 
 from hil.benchfile import load_default
 from hil.des import DesBench
-from hil.runtime import BleCentral, MqttLink, Runtime, load_config
+from hil.host.ble import BleCentral
+from hil.host.config_store import load_config
+from hil.host.mqtt import MqttLink
+from hil.host.runtime import Runtime
+from hil.host.transport import PortLink, SerialTransport
 from hil.wires.ble import BleEnvironment
 from simulators.battery import BatteryModel
 from simulators.jk.ble import JkBlePeripheral
@@ -108,7 +111,8 @@ class RuntimeHarness(Harness):
             master, slave = os.openpty()
             os.set_blocking(master, False)
             self.masters[role] = master
-            runtime.ports[role] = serial.Serial(os.ttyname(slave), 9600, timeout=0)
+            transport = SerialTransport(os.ttyname(slave), 9600)
+            runtime.links[role] = PortLink(role, transport, lambda data: None, self._log).start()
             os.close(slave)
         self.peripheral = await JkBlePeripheral(JkBms(BatteryModel(seed=1), name="JK-CONFORM"), adapter="hci0").start()
         runtime.ble = BleCentral("hci1", self.record, self._log)
@@ -172,8 +176,8 @@ class RuntimeHarness(Harness):
             await self.runtime.ble.close()
             await self.peripheral.stop()
             self.runtime.mqtt.close()
-            for port in self.runtime.ports.values():
-                port.close()
+            for link in self.runtime.links.values():
+                link.close()
 
         try:
             self.call(stop())

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from hil.runtime import save_config_atomically
+from hil.host.config_store import save_config_atomically
 from vbms_core import config
 
 
@@ -141,6 +141,126 @@ def test_http_rpc_reports_bad_json_bodies(tmp_path):
             assert message in json.loads(error.value.read())["error"]["message"], body[:40]
         # and the device still answers
         assert json.loads(urllib.request.urlopen("http://127.0.0.1:18931/rpc/Sys.GetInfo", timeout=5).read())["app"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=20)
+
+
+def cpu_seconds(pid):
+    fields = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def read_for(fd, seconds):
+    got = bytearray()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            got.extend(os.read(fd, 4096))
+        except BlockingIOError:
+            time.sleep(0.02)
+    return bytes(got)
+
+
+def log_events(path):
+    return [json.loads(line)["event"] for line in open(path) if line.startswith("{")]
+
+
+def test_a_vanished_port_is_reopened_without_spinning(tmp_path):
+    """An unplugged USB-RS485 adapter (here: the other end of a PTY closed) is one log line and a
+    reopen loop with backoff, never a busy loop; plugged back in, the polling goes on."""
+    path = tmp_path / "vbms.json"
+    path.write_text(json.dumps({"rpc": {"auth_token": "t" * 20}, "bms0": {"type": 1, "addr": "1"}}))
+    master, slave = os.openpty()
+    os.set_blocking(master, False)
+    port = tmp_path / "ttyBMS"
+    port.symlink_to(os.ttyname(slave))
+    log = tmp_path / "vbms.log"
+    with open(log, "w") as stream:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "hil.cli", "run", "--config", str(path), "--http-port", "0",
+             "--bms-port", str(port)],
+            stdout=stream, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        assert b"\x01\x00\x04\x01\x03\x55\xaa" in read_for(master, 3)  # BYD status requests to address 1
+        os.close(master)
+        os.close(slave)
+        port.unlink()  # unplugged: the device node is gone (a closed PTY's number may be reused by others)
+        port.symlink_to(tmp_path / "absent")
+        time.sleep(1.0)
+        before = cpu_seconds(process.pid)
+        time.sleep(3.0)
+        assert cpu_seconds(process.pid) - before < 0.5  # a busy loop would burn ~3 s of CPU here
+        assert process.poll() is None
+        master, slave = os.openpty()  # plugged in again (under the same name)
+        os.set_blocking(master, False)
+        port.unlink()
+        port.symlink_to(os.ttyname(slave))
+        assert b"\x01\x00\x04\x01\x03\x55\xaa" in read_for(master, 20)  # at most one 16 s backoff away
+        events = log_events(log)
+        assert events.count("port_lost") == 1 and events.count("port_back") == 1, events
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
+        os.close(master)
+        os.close(slave)
+
+
+def test_sighup_stops_vbms_run_cleanly(tmp_path):
+    """A closed terminal (SIGHUP) is a stop like SIGTERM: everything closed, exit status 0."""
+    path = tmp_path / "vbms.json"
+    path.write_text(json.dumps({"rpc": {"auth_token": "t" * 20}}))
+    process = start(path)
+    deadline = time.monotonic() + 20
+    line = ""
+    while '"started"' not in line and time.monotonic() < deadline:
+        line = process.stderr.readline()
+    process.send_signal(signal.SIGHUP)
+    out, err = process.communicate(timeout=20)
+    assert process.returncode == 0, err
+    assert '"event": "stopped"' in err
+
+
+def test_leftovers_of_an_interrupted_save_are_removed_at_start(tmp_path):
+    path = tmp_path / "vbms.json"
+    path.write_text(json.dumps({"rpc": {"auth_token": "t" * 20}}))
+    leftover = tmp_path / ".vbms-config-abc123"
+    leftover.write_text('{"rpc": {"auth_token": "a copy of the secret"}}')  # a save killed before its rename
+    process = start(path)
+    deadline = time.monotonic() + 20
+    while leftover.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=20)
+    assert not leftover.exists()
+    assert "config_leftover_removed" in err
+
+
+def test_a_request_shorter_than_it_announces_is_cut_off(tmp_path):
+    """Content-Length larger than the body: a 400 after the read timeout, never a connection held forever."""
+    import socket
+
+    path = tmp_path / "vbms.json"
+    path.write_text(json.dumps({"rpc": {"auth_token": "t" * 20}}))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hil.cli", "run", "--config", str(path), "--http-port", "18932", "--http-timeout", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen("http://127.0.0.1:18932/rpc/Sys.GetInfo", timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.1)
+        with socket.create_connection(("127.0.0.1", 18932), timeout=10) as client:
+            client.sendall(b'POST /rpc/Config.Set HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"config":')
+            answer = client.recv(4096)  # the socket's own 10 s timeout fails the test if nothing comes
+        assert answer.split(b" ")[1] == b"400", answer
+        # and the device is fine
+        assert json.loads(urllib.request.urlopen("http://127.0.0.1:18932/rpc/Sys.GetInfo", timeout=5).read())["app"]
     finally:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=20)

@@ -20,8 +20,8 @@ from bleak import BleakClient
 from conftest import wait_for
 
 from hil.benchfile import BenchError, load_default, parse
+from hil.host.ble import find_device
 from hil.sim import DUT, Simulation
-from hil.wires.ble import find_device
 from simulators.jk.ble import CHARACTERISTIC_UUID
 from vbms_core import battery, byd, deye, jk_ble, jk_frames
 from vbms_core.errors import RemoteProtocolError

@@ -255,8 +255,6 @@ class BleCentral:
                 return
             if isinstance(event, jk_ble.JkFrame):
                 self._frame(session, event.raw, now_us)
-            if session.state == IDLE:
-                return  # the frame ended the session
 
     def _frame(self, session, raw, now_us):
         try:

@@ -143,9 +143,6 @@ def _modbus_response(frame):
         result["exception"] = modbus.EXCEPTION_NAMES.get(event.code, "unknown")
     elif isinstance(event, modbus.ReadResponse):
         result["registers"] = list(event.registers)
-    elif isinstance(event, modbus.WriteSingle):
-        result["address"] = event.address
-        result["value"] = event.value
     elif isinstance(event, modbus.WriteMultipleResponse):
         result["address"] = event.address
         result["count"] = event.count

@@ -301,6 +301,8 @@ def encode_read_all_request(source=3):
 
 def encode_response(cells_mv, registers, source=0):
     """The simulator's side: a read-all response from cell voltages and raw register values."""
+    if 3 * len(cells_mv) > 0xFF:
+        raise LocalProtocolError("a 4E57 cell block holds at most 85 cells, not %d" % len(cells_mv))
     data = bytearray((CELLS, 3 * len(cells_mv)))
     for index in range(len(cells_mv)):
         data.extend(struct.pack(">BH", index + 1, cells_mv[index]))

@@ -467,8 +467,8 @@ class RtuFramer:
         self._closed = []
 
     def _close(self):
-        if self._buf or self._overflow:
-            self._closed.append(RtuFrame(bytes(self._buf), self._start_us, self._last_us, self._overflow == 0))
+        """The open frame is whole (callers check that one is open)."""
+        self._closed.append(RtuFrame(bytes(self._buf), self._start_us, self._last_us, self._overflow == 0))
         self._buf = bytearray()
         self._overflow = 0
 

@@ -184,9 +184,7 @@ class Rs485Master:
         if pending is None:
             return  # unsolicited bytes (another master, noise, a late reply): ignored
         rx = pending.rx
-        room = MAX_RX - len(rx)
-        if room > 0:
-            rx.extend(data[:room])
+        rx.extend(data[: MAX_RX - len(rx)])  # a full buffer never waits: its reply is complete or refused
         request = pending.request
         if rx[: len(request)] == request:
             rx[0 : len(request)] = b""  # an adapter that echoes what it sends

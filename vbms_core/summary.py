@@ -83,7 +83,8 @@ def totals(rows):
     capacity = sum(r["full_charge_capacity"] or 0 for r in online)
     remain = sum(r["remain_capacity"] or 0 for r in online)
     cells = [c for r in online for c in r["cells"]]
-    result["pack_current"] = sum(r["pack_current"] or 0 for r in online)
+    currents = [r["pack_current"] for r in online if r["pack_current"] is not None]
+    result["pack_current"] = sum(currents) if currents else None  # nobody measures it: unknown, not 0 A
     result["remain_capacity"] = remain
     result["full_charge_capacity"] = capacity
     result["SOC"] = remain * 1000 // capacity if capacity else None

@@ -78,10 +78,11 @@ def messages(config, summary):
     totals = summary["totals"]
     total_state = {"batteries": totals["batteries"], "online": totals["online"]}
     if "pack_current" in totals:
-        total_state["current"] = totals["pack_current"] / 100
-        total_state["soc"] = None if totals["SOC"] is None else totals["SOC"] / 10
+        current_a = _scaled(totals["pack_current"], 100)
+        total_state["current"] = current_a
+        total_state["soc"] = _scaled(totals["SOC"], 10)
         total_state["remaining_ah"] = totals["remain_capacity"] / 100
-        total_state["power"] = round(totals["pack_voltage_avg"] / 100 * totals["pack_current"] / 100, 1)
+        total_state["power"] = None if current_a is None else round(totals["pack_voltage_avg"] / 100 * current_a, 1)
     result.append((topic(config, "totals", "state"), total_state))
     return result
 
@@ -112,9 +113,8 @@ def discovery(config, slots):
                 "value_template": "{{ value_json.%s }}" % key,
                 "availability_topic": availability,
                 "device": device,
+                "unit_of_measurement": unit,
             }
-            if unit:
-                sensor["unit_of_measurement"] = unit
             if device_class:
                 sensor["device_class"] = device_class
                 sensor["state_class"] = "measurement"

@@ -19,8 +19,6 @@ import time
 
 from bless import BlessServer, GATTAttributePermissions, GATTCharacteristicProperties
 
-from hil.wires.ble import disconnect_peers, make_discoverable
-
 from .device import JkBleSession
 
 SERVICE_UUID = "0000ffe0-0000-1000-8000-00805f9b34fb"
@@ -146,3 +144,67 @@ class JkBlePeripheral:
                 self.frames_sent.append((now, self.device.counter))
                 self._send(payloads)
             await asyncio.sleep(0.02)
+
+
+# --- BlueZ from the peripheral's side (dbus-fast) -----------------------------------------
+
+
+async def make_discoverable(adapter, alias=None):
+    """Make an adapter visible as a peripheral.
+
+    BlueZoo reports LE advertisements only while the advertiser's adapter is
+    discoverable, and a central's device object may keep the adapter's name
+    instead of the advertised local name: alias sets the adapter's name so
+    both agree.  Each simulated module has an adapter (and so a MAC) of its own.
+    """
+    from dbus_fast import BusType, Variant
+    from dbus_fast.aio import MessageBus
+
+    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+    try:
+        path = "/org/bluez/" + adapter
+        introspection = await bus.introspect("org.bluez", path)
+        properties = bus.get_proxy_object("org.bluez", path, introspection).get_interface(
+            "org.freedesktop.DBus.Properties"
+        )
+        if alias is not None:
+            await properties.call_set("org.bluez.Adapter1", "Alias", Variant("s", alias))
+        await properties.call_set("org.bluez.Adapter1", "DiscoverableTimeout", Variant("u", 0))
+        await properties.call_set("org.bluez.Adapter1", "Discoverable", Variant("b", True))
+    finally:
+        bus.disconnect()
+
+
+async def disconnect_peers(adapter):
+    """Drop every link to an adapter, as when its radio link is lost.
+
+    BlueZoo does not publish the peripheral side's view of a central, so the
+    link is cut from the other end: every device object, on any adapter, whose
+    address is this adapter's and that is connected gets Device1.Disconnect;
+    BlueZoo then disconnects both ends.  Returns how many links were cut.
+    """
+    from dbus_fast import BusType
+    from dbus_fast.aio import MessageBus
+
+    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+    dropped = 0
+    try:
+        introspection = await bus.introspect("org.bluez", "/")
+        manager = bus.get_proxy_object("org.bluez", "/", introspection).get_interface(
+            "org.freedesktop.DBus.ObjectManager"
+        )
+        objects = await manager.call_get_managed_objects()
+        own = objects.get("/org/bluez/" + adapter, {}).get("org.bluez.Adapter1")
+        if own is None:
+            return 0
+        address = own["Address"].value
+        for path, interfaces in objects.items():
+            device = interfaces.get("org.bluez.Device1")
+            if device is None or device["Address"].value != address or not device["Connected"].value:
+                continue
+            node = await bus.introspect("org.bluez", path)
+            await bus.get_proxy_object("org.bluez", path, node).get_interface("org.bluez.Device1").call_disconnect()
+            dropped += 1
+    finally:
+        bus.disconnect()
+    return dropped

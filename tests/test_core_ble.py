@@ -1,0 +1,188 @@
+"""JK modules over BLE (vbms_core.ble_central): timeouts, asking again, frames while streaming,
+connection limits, reconfiguration; driven through Proxy.feed and the Wiring driver.
+
+The connection sequence is jk-protocols.md 1.2: connect, write 0x97 (device info), then 0x96
+(settings), after which the module streams cell-info frames about every 0.5 s and sends device
+info and settings again now and then.  The command bytes are the golden frames C01 and C02 of
+jk-protocols.md 14; the logbook frame layout is section 8.  What a slot reads comes from the
+battery model (simulators/battery.py) through the JK device model.
+"""
+
+from conftest import JK_FRAMES
+from wiring import Wiring
+
+from simulators.battery import BatteryModel
+from simulators.jk.device import JkBms
+from vbms_core import app, deye, modbus
+from vbms_core import events as ev
+
+TOKEN = "s3cret-token"  # rpc.auth_token of these benches
+
+GET_DEVICE_INFO = bytes.fromhex(next(f for f in JK_FRAMES if f["id"] == "C01")["hex"])
+GET_SETTINGS = bytes.fromhex(next(f for f in JK_FRAMES if f["id"] == "C02")["hex"])
+MAC = "C8:47:8C:10:00:01"
+
+
+class RecordingWiring(Wiring):
+    """Wiring that also records what was written to the modules and every connect's address."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.writes = []  # (time, slot, bytes)
+        self.connects = []  # (time, slot, address)
+        self.disconnects = []  # (time, slot)
+
+    def ble_connect(self, action):
+        self.connects.append((self.now_us, action.slot, action.address))
+        super().ble_connect(action)
+
+    def ble_write(self, action):
+        self.writes.append((self.now_us, action.slot, bytes(action.data)))
+        super().ble_write(action)
+
+    def ble_disconnect(self, action):
+        self.disconnects.append((self.now_us, action.slot))
+        super().ble_disconnect(action)
+
+
+class UnansweredConnects(RecordingWiring):
+    """A driver whose connection attempts never come back (no BleConnected, no BleConnectFailed)."""
+
+    def ble_connect(self, action):
+        self.connects.append((self.now_us, action.slot, action.address))
+
+
+def jk_bench(battery=None, wiring_class=RecordingWiring, **settings):
+    battery = battery or BatteryModel(seed=6, soc_permille=660)
+    device = JkBms(battery, name="JK-BLE")
+    config = {"bms0.type": 2, "bms0.addr": MAC, "rpc.auth_token": TOKEN}
+    config.update(settings)
+    return wiring_class(config, [], {0: device}), device, battery
+
+
+def logbook_frame(counter=7):
+    """A type-0x05 frame written from jk-protocols.md 8: two entries, checksum sum8 of bytes 0..298 (3)."""
+    frame = bytearray(300)
+    frame[0:6] = bytes.fromhex("55AAEB9005") + bytes((counter,))
+    frame[6:10] = (2).to_bytes(4, "little")
+    frame[10] = 0x03
+    frame[11:16] = (0).to_bytes(4, "little") + b"\x01"
+    frame[16:21] = (238).to_bytes(4, "little") + b"\x02"
+    frame[299] = sum(frame[:299]) & 0xFF
+    return bytes(frame)
+
+
+def test_a_connection_that_never_comes_is_abandoned_after_three_ble_timeouts():
+    wiring, _, _ = jk_bench(wiring_class=UnansweredConnects)
+    wiring.run_until(15_500_000)
+    first_us = wiring.connects[0][0]
+    assert wiring.proxy.slots[0].error == "BLE connect failed: no connection within 15 s"
+    # the connection comes after all: nobody waits for it any more, so it is let go
+    actions = wiring.proxy.feed(ev.BleConnected(0, wiring.now_us))
+    assert [ev.describe(action) for action in actions if not isinstance(action, ev.Log)] == [["ble_disconnect", 0]]
+    wiring.run_until(17_000_000)
+    # 3 x app.ble_timeout_s (5 s) to give up, then the first backoff of 1 s
+    assert abs(wiring.connects[1][0] - first_us - 16_000_000) <= 2_000, wiring.connects
+
+
+def test_an_unanswered_handshake_asks_again_then_drops_the_silent_module():
+    battery = BatteryModel(seed=7)
+    wiring, device, _ = jk_bench(battery)
+    device.set_failure("silent")
+    wiring.run_until(5_300_000)
+    writes = [(when, data) for when, slot, data in wiring.writes if slot == 0]
+    assert writes[0][1] == GET_DEVICE_INFO
+    assert GET_SETTINGS in [data for _, data in writes]  # no device info came: the settings are asked for
+    gaps_us = [later - earlier for (earlier, _), (later, _) in zip(writes, writes[1:], strict=False)]
+    assert gaps_us and all(1_000_000 < gap <= 1_002_000 for gap in gaps_us), gaps_us  # about once a second
+    assert wiring.disconnects == [(wiring.disconnects[0][0], 0)]
+    assert wiring.disconnects[0][0] - wiring.connects[0][0] <= 5_200_000  # app.ble_timeout_s without a frame
+    assert wiring.proxy.slots[0].error == "BLE no frames for 5 s"
+
+
+def test_a_stream_that_stops_is_dropped_and_reconnected_after_the_first_backoff():
+    wiring, device, battery = jk_bench()
+    wiring.run_until(3_000_000)
+    assert wiring.proxy.slots[0].status == "online"
+    device.set_failure("silent")
+    stopped_us = wiring.now_us
+    wiring.run_until(stopped_us + 7_000_000)
+    assert wiring.proxy.slots[0].error == "BLE stream stopped for 5 s"
+    ((dropped_us, slot),) = wiring.disconnects
+    assert slot == 0 and 4_500_000 <= dropped_us - stopped_us <= 5_100_000
+    # frames had flowed, so the backoff starts again at 1 s
+    reconnect_us = wiring.connects[1][0]
+    assert abs(reconnect_us - dropped_us - 1_000_000) <= 2_000
+
+
+def test_device_info_and_settings_sent_while_streaming_are_taken():
+    wiring, device, battery = jk_bench()
+    wiring.run_until(3_000_000)
+    assert deye.named_registers(0x1000, wiring.read_unit(0))["max_charge_current_ma"] == 50_000
+    device.vendor_id = "JK_PB2A16S20P"
+    battery.max_charge_current_ma = 30_000  # the settings frame carries the new charge limit
+    wiring.at(wiring.now_us + 10_000, ev.BleNotify(0, device.device_info_frame(), 0))
+    wiring.at(wiring.now_us + 20_000, ev.BleNotify(0, device.settings_frame(), 0))
+    wiring.run_until(wiring.now_us + 1_500_000)
+    identity = wiring.ask_inverter(modbus.encode_report_id_request(0))
+    assert deye.decode_identity(modbus.decode_response(identity).data)["model"] == "JK_PB2A16S20P"
+    assert deye.named_registers(0x1000, wiring.read_unit(0))["max_charge_current_ma"] == 30_000
+    assert not [log for log in wiring.logs if log[1] == "ble_event_refused"]
+
+
+def test_a_logbook_frame_is_neither_refused_nor_a_failure():
+    wiring, device, battery = jk_bench()
+    wiring.run_until(2_000_000)
+    answers = wiring.proxy.slots[0].answers
+    actions = wiring.proxy.feed(ev.BleNotify(0, logbook_frame(), wiring.now_us))
+    assert actions == ()
+    assert wiring.proxy.slots[0].answers == answers and wiring.proxy.slots[0].failures == 0
+    wiring.run_until(wiring.now_us + 1_000_000)
+    assert wiring.proxy.slots[0].answers > answers  # the stream goes on
+    assert not wiring.logs
+
+
+def test_with_every_connection_in_use_the_waiting_module_is_not_due_until_one_can_yield():
+    battery = BatteryModel(seed=8)
+    device = JkBms(battery)
+    settings = {"bms0.type": 2, "bms0.addr": MAC, "bms1.type": 2, "bms1.addr": "C8:47:8C:10:00:02"}
+    proxy = app.Proxy(dict(settings, **{"app.ble_max_connections": 1}), 0)
+    assert [ev.describe(action) for action in proxy.feed(ev.Tick(0))] == [["ble_connect", 0, MAC]]
+    # slot 1 waits for a free connection: the next thing to do is slot 0's connect timeout (3 x 5 s)
+    assert proxy.next_deadline_us() == 15_000_001
+    assert [ev.describe(action) for action in proxy.feed(ev.BleConnected(0, 100_000))] == [
+        ["ble_write", 0, GET_DEVICE_INFO.hex().upper()]
+    ]
+    # connected: the question is asked again after a second unless a frame comes
+    assert proxy.next_deadline_us() == 1_100_001
+    proxy.feed(ev.BleNotify(0, device.device_info_frame(), 200_000))
+    proxy.feed(ev.BleNotify(0, device.settings_frame(), 300_000))
+    proxy.feed(ev.BleNotify(0, device.cell_info_frame(), 400_000))
+    # slot 0 has its reading and can yield: slot 1 is due now
+    assert proxy.next_deadline_us() == 0
+    actions = [ev.describe(action) for action in proxy.feed(ev.Tick(500_000))]
+    assert actions == [["ble_disconnect", 0], ["ble_connect", 1, "C8:47:8C:10:00:02"]]
+
+
+def test_a_slot_reconfigured_while_connected_lets_its_connection_go():
+    wiring, device, battery = jk_bench()
+    wiring.run_until(2_000_000)
+    assert 0 in wiring.sessions
+    _, error = wiring.rpc("Config.Set", {"config": {"bms0.addr": "C8:47:8C:10:00:09"}}, TOKEN)
+    assert error is None and wiring.disconnects[-1][1] == 0
+    wiring.run_until(wiring.now_us + 1_000_000)
+    assert wiring.connects[-1][1:] == (0, "C8:47:8C:10:00:09")  # the new module, at once
+    _, error = wiring.rpc("Config.Set", {"config": {"bms0.type": 0}}, TOKEN)
+    assert error is None and len(wiring.disconnects) == 2  # no JK slot any more: let go as well
+    wiring.feed(ev.BleNotify(0, device.cell_info_frame(), wiring.now_us))
+    assert wiring.logs[-1] == ("warning", "ble_event_refused", {"slot": 0, "state": None, "ble_event": "notify"})
+
+
+def test_a_slot_reconfigured_while_waiting_to_reconnect_has_nothing_to_let_go():
+    wiring, device, battery = jk_bench()
+    wiring.refused.add(0)  # the module is not found: the session waits out its backoff, idle
+    wiring.run_until(3_500_000)
+    assert wiring.proxy.ble.sessions[0].state == "idle" and wiring.proxy.slots[0].failures == 1
+    _, error = wiring.rpc("Config.Set", {"config": {"bms0.addr": "C8:47:8C:10:00:09"}}, TOKEN)
+    assert error is None and wiring.disconnects == []
+    assert wiring.proxy.slots[0].error is None and wiring.proxy.slots[0].status == "waiting"  # a new module
