@@ -16,7 +16,7 @@ import random
 
 import simpy
 
-from simulators.deye.inverter import PowerProfile
+from simulators.deye.profile import PowerProfile
 from simulators.jk.device import JkBleSession, JkBms
 from vbms_core import app
 from vbms_core import events as ev
@@ -49,6 +49,7 @@ class DesBench(ev.Executor):
         self.inverter = InverterModel(
             self, bench.inverter["units"], bench.inverter["poll_period_s"], bench.inverter["timeout_s"],
             bench.inverter["warn_after"], PowerProfile(**bench.profile),
+            identity_interval_s=bench.inverter["identity_interval_s"],
         )  # fmt: skip
         self.ble_sessions = {}
         self.ble_refused = set()

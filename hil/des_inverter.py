@@ -1,84 +1,102 @@
-"""The DEYE inverter in simulated time: polls units, keeps their values, raises W31."""
+"""The DEYE inverter in simulated time: the master model (simulators/deye/master.py) on the des FrameBus.
+
+The model decides what to send, when, and what each reply means; this adapter sends its
+requests on the inverter bus as the "deye" endpoint, hands them to the device under test when
+they have crossed the wire, and feeds the model the reply bytes, or no reply once the
+request's deadline has passed, all in simpy's time.  ask() is a raw exchange outside the
+schedule (a scenario's own request); one exchange is on the line at a time.
+"""
 
 import simpy
 
-from vbms_core import deye, modbus
+from simulators.deye.master import GAP_S, DeyeMaster
+
+SOURCE = "deye"  # the inverter's endpoint name on the bus (as on the real-time bench)
 
 
 class InverterModel:
-    """The DEYE master: polls units, keeps values, raises W31 after warn_after misses."""
+    """The DEYE master in a DesBench: a simpy process (run) around one DeyeMaster."""
 
-    def __init__(self, des, units, poll_period_s, timeout_s, warn_after, profile):
+    def __init__(
+        self, des, units, poll_period_s, timeout_s, warn_after, profile, identity_interval_s=None, gap_s=GAP_S
+    ):
+        if identity_interval_s is None:
+            identity_interval_s = des.bench.inverter.get("identity_interval_s", 60.0)
         self.des = des
-        self.units = {
-            unit: {"values": None, "identity": None, "misses": 0, "answers": 0, "comm_warning": False} for unit in units
-        }
-        self.poll_period_s = poll_period_s
-        self.timeout_s = timeout_s
-        self.warn_after = warn_after
-        self.profile = profile
-        self.cycles = 0
+        self.master = DeyeMaster(
+            units,
+            poll_period_s=poll_period_s,
+            timeout_s=timeout_s,
+            warn_after=warn_after,
+            identity_interval_s=identity_interval_s,
+            gap_s=gap_s,
+            baud=des.inverter_bus.baud,
+            profile=profile,
+        )
         self._reply = None
         self.line = simpy.Resource(des.env, capacity=1)  # one exchange on the line at a time
-        self.battery_current_ma = {}
+
+    # --- what the inverter knows: the model's ----------------------------------------
+
+    @property
+    def units(self):
+        return self.master.units
+
+    @property
+    def profile(self):
+        return self.master.profile
+
+    @profile.setter
+    def profile(self, profile):
+        self.master.profile = profile
+
+    @property
+    def cycles(self):
+        return self.master.cycles
+
+    @property
+    def battery_current_ma(self):
+        return self.master.battery_current_ma
+
+    def rows(self):
+        return self.master.rows()
+
+    def warnings(self):
+        return self.master.warnings()
+
+    # --- the line ----------------------------------------------------------------------
 
     def reply_arrived(self, data, now_s):
+        """Bytes the device under test sent on the inverter bus (the bus calls this when they arrive)."""
         if self._reply is not None and not self._reply.triggered:
             self._reply.succeed(data)
 
+    def _exchange(self, request, deadline_s):
+        """Send request; its reply (bytes), or None at deadline_s. Holds the line already."""
+        env = self.des.env
+        self._reply = env.event()
+        reply_event = self._reply
+        self.des.inverter_bus.send(SOURCE, request, self.des.proxy_inv_bytes)
+        result = yield reply_event | env.timeout(max(deadline_s - env.now, 0.0))
+        self._reply = None
+        return result[reply_event] if reply_event in result else None
+
     def ask(self, request):
         """A request out and its reply (bytes) or None after the timeout; a simpy process."""
-        env = self.des.env
         with self.line.request() as turn:
             yield turn
-            self._reply = env.event()
-            reply_event = self._reply
-            self.des.inverter_bus.send("deye", request, lambda data, t: self.des.proxy_inv_bytes(data, t))
-            result = yield reply_event | env.timeout(self.des.inverter_bus.transfer_s(request) + self.timeout_s)
-            self._reply = None
-            return result[reply_event] if reply_event in result else None
+            deadline_s = self.des.env.now + self.des.inverter_bus.transfer_s(request) + self.master.timeout_s
+            return (yield from self._exchange(request, deadline_s))
 
     def run(self):
+        """The poll loop: whatever the model asks for, when it asks for it."""
         env = self.des.env
         while True:
-            started = env.now
-            for unit, state in self.units.items():
-                reply = yield env.process(self.ask(modbus.encode_read_request(unit, modbus.READ_INPUT, 0x1000, 25)))
-                try:
-                    event = modbus.decode_response(reply) if reply else None
-                except modbus.RemoteProtocolError:
-                    event = None
-                if isinstance(event, modbus.ReadResponse) and event.unit == unit:
-                    state["values"] = deye.named_registers(0x1000, event.registers)
-                    state["misses"] = 0
-                    state["answers"] += 1
-                    state["comm_warning"] = False
-                    if state["identity"] is None:
-                        identity = yield env.process(self.ask(modbus.encode_report_id_request(unit)))
-                        try:
-                            state["identity"] = deye.decode_identity(modbus.decode_response(identity).data)
-                        except (modbus.RemoteProtocolError, AttributeError, TypeError):
-                            pass
-                else:
-                    state["misses"] += 1
-                    if state["answers"] and state["misses"] >= self.warn_after:
-                        state["comm_warning"] = True
-                yield env.timeout(0.005)
-            self.cycles += 1
-            self._power()
-            yield env.timeout(max(0.0, self.poll_period_s - (env.now - started)))
-
-    def _power(self):
-        online = [(u, s) for u, s in self.units.items() if s["values"] is not None and not s["comm_warning"]]
-        self.battery_current_ma = {}
-        if not online:
-            return
-        watts = self.profile.watts_at(self.des.env.now)
-        volts = sum(s["values"]["pack_voltage_mv"] for _, s in online) / len(online) / 1000 or 51.2
-        share = watts / volts * 1000 / len(online)
-        for unit, state in online:
-            current = min(share, state["values"]["max_charge_current_ma"]) if share > 0 else share
-            self.battery_current_ma[unit] = round(current)
-
-    def warnings(self):
-        return ["W31 Battery_comm_warn: battery %d" % (unit + 1) for unit, s in self.units.items() if s["comm_warning"]]
+            with self.line.request() as turn:
+                yield turn
+                request = self.master.next_request(env.now)
+                if request is not None:
+                    reply = yield from self._exchange(request.adu, request.deadline_s)
+                    self.master.receive_frame(reply, env.now)
+                    continue
+            yield env.timeout(max(self.master.wake_s() - env.now, 0.0))

@@ -9,7 +9,7 @@ from pymodbus.pdu.register_message import ReadHoldingRegistersRequest, ReadHoldi
 
 from simulators.battery import BatteryModel, ocv_mv
 from simulators.byd.device import BydModule
-from simulators.deye.inverter import PowerProfile
+from simulators.deye.profile import PowerProfile
 from simulators.jk.device import JkBleSession, JkBms
 from vbms_core import byd, jk_4e57, jk_ble, jk_frames, jk_pb, modbus
 from vbms_core.dissect import dissect
@@ -262,21 +262,14 @@ def test_csv_profile(tmp_path):
 
 
 def test_charge_current_respects_the_advertised_limit():
-    from simulators.deye.inverter import DeyeInverter
+    from simulators.deye.master import DeyeMaster
 
-    inverter = DeyeInverter.__new__(DeyeInverter)
-    inverter.profile = PowerProfile("constant", watts=20_000)
-    inverter.units = {}
-    from simulators.deye.inverter import UnitState
-
+    master = DeyeMaster(units=[0, 1], profile=PowerProfile("constant", watts=20_000))
     for unit, limit in ((0, 50_000), (1, 10_000)):
-        state = UnitState(unit)
-        state.values = {"pack_voltage_mv": 52_000, "max_charge_current_ma": limit}
-        inverter.units[unit] = state
-    currents = inverter.battery_currents(0.0)
-    assert currents == {0: 50_000, 1: 10_000}
-    inverter.profile = PowerProfile("constant", watts=-5_200)
-    assert inverter.battery_currents(0.0) == {0: -50_000, 1: -50_000}
+        master.units[unit].values = {"pack_voltage_mv": 52_000, "max_charge_current_ma": limit}
+    assert master.battery_currents(0.0) == {0: 50_000, 1: 10_000}
+    master.profile = PowerProfile("constant", watts=-5_200)
+    assert master.battery_currents(0.0) == {0: -50_000, 1: -50_000}
 
 
 def test_modbus_exception_for_unknown_jk_function(battery):
