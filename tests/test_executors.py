@@ -10,7 +10,7 @@ interface in the same way.)
 
 Harnesses: `vbms run`'s HostExecutor on PTYs, a bless JK peripheral over BlueZoo
 and a real mosquitto; the `des` target's DesBench in simulated time.  The
-firmware's executor joins when it exists.
+firmware's executor on the MicroPython unix port (tests/test_firmware_harness.py).
 """
 
 import asyncio
@@ -22,6 +22,7 @@ import threading
 import paho.mqtt.client as mqtt
 import pytest
 from conftest import wait_for
+from test_firmware_harness import FirmwareHarness
 
 from hil.benchfile import load_default
 from hil.des import DesBench
@@ -246,10 +247,12 @@ class DesHarness(Harness):
         pass
 
 
-@pytest.fixture(params=["vbms run", "des"])
+@pytest.fixture(params=["vbms run", "des", "firmware"])
 def harness(request, tmp_path):
     if request.param == "des":
         made = DesHarness()
+    elif request.param == "firmware":
+        made = FirmwareHarness(tmp_path, request.getfixturevalue("mqtt_broker"), CONFIG)
     else:
         made = RuntimeHarness(tmp_path, request.getfixturevalue("mqtt_broker"))
     yield made

@@ -428,6 +428,9 @@ def silence_us(baud, bits_per_char=10):
     return (35 * 1000000 * bits_per_char // 10 + baud - 1) // baud
 
 
+_EMPTY = b""
+
+
 class RtuFrame:
     """A frame the framer closed; ok is False when it overflowed MAX_ADU."""
 
@@ -469,7 +472,7 @@ class RtuFramer:
     def _close(self):
         """The open frame is whole (callers check that one is open)."""
         self._closed.append(RtuFrame(bytes(self._buf), self._start_us, self._last_us, self._overflow == 0))
-        self._buf = bytearray()
+        self._buf[:] = _EMPTY  # emptied in place: it keeps its room, so the next frame allocates nothing
         self._overflow = 0
 
     def feed(self, data, end_us):
