@@ -51,9 +51,10 @@ def build_parser():
     sim.add_argument("--no-ble", action="store_true", help="leave the BLE batteries out")
     sim.add_argument(
         "--dut",
-        choices=("vbms", "open"),
+        choices=("vbms", "micropython", "open"),
         default="vbms",
-        help="start vbms run between the devices (default), or leave its ports open",
+        help="start vbms run between the devices (default), the firmware on the MicroPython unix port, "
+        "or leave its ports open",
     )
     sim.add_argument("--status-every", type=float, default=10.0, metavar="SECONDS", help="headless status period")
 
@@ -125,6 +126,7 @@ def build_parser():
     proxy.add_argument("--seconds", type=float, default=20.0, help="run time per battery count (default 20)")
     proxy.add_argument("--json", action="store_true", help="print the results as one JSON object")
     add_fuzz_parser(commands)
+    add_firmware_parser(commands)
     return parser
 
 
@@ -178,6 +180,50 @@ def add_fuzz_parser(commands):
     decoders.add_argument("--list", action="store_true", help="list the targets and what each checks, then exit")
 
 
+def add_firmware_parser(commands):
+    firmware = commands.add_parser("firmware", help="the MicroPython firmware: build, deploy, flash, run on the host")
+    actions = firmware.add_subparsers(dest="firmware_command", metavar="ACTION")
+    actions.required = True
+    build = actions.add_parser(
+        "build",
+        help="compile the firmware for the ESP32 (mpy-cross), gzip the web files, write manifest.py; print sizes",
+        description="Writes a ready-to-copy tree (every module compiled with mpy-cross for xtensawin, the web files "
+        "gzipped) and a manifest.py for freezing the modules into a MicroPython image, then prints the sizes.",
+    )
+    build.add_argument(
+        "--out", default="build/firmware", metavar="DIR", help="output directory (default build/firmware)"
+    )
+    deploy = actions.add_parser("deploy", help="copy a built tree to a board running MicroPython (mpremote)")
+    deploy.add_argument("--port", required=True, metavar="PORT", help="the board's serial port, e.g. /dev/ttyUSB0")
+    deploy.add_argument(
+        "--tree", default="build/firmware/tree", metavar="DIR", help="the built tree (default build/firmware/tree)"
+    )
+    deploy.add_argument(
+        "--frozen", action="store_true", help="the board's image has the modules frozen in: copy only boot, main, web"
+    )
+    deploy.add_argument(
+        "--wifi-ssid", metavar="SSID", help="also write this Wi-Fi network into the board's device.json"
+    )
+    deploy.add_argument("--wifi-password", default="", metavar="PASSWORD", help="its password")
+    flash = actions.add_parser("flash-micropython", help="write a MicroPython image to a fresh ESP32 (esptool)")
+    flash.add_argument("--port", required=True, metavar="PORT", help="the board's serial port")
+    flash.add_argument("--image", required=True, metavar="FILE", help="the MicroPython .bin for the ESP32")
+    flash.add_argument("--baud", type=int, default=460800, help="esptool's baud rate (default 460800)")
+    host = actions.add_parser(
+        "host",
+        help="run the firmware on the MicroPython unix port (stand-ins for machine, network, bluetooth)",
+        description="The firmware as a device under test on this computer: its UARTs on the given ports, its "
+        "Bluetooth through a bleak bridge, its flash the config file's directory. Runs until stopped.",
+    )
+    host.add_argument("--config", required=True, metavar="FILE", help="configuration (the JSON vbms run takes)")
+    host.add_argument("--bms-port", metavar="PORT", help="the port of the BMS-side UART")
+    host.add_argument("--inv-port", metavar="PORT", help="the port of the inverter-side UART")
+    host.add_argument("--ble-adapter", metavar="HCI", help="Bluetooth adapter (BlueZoo on DBUS_SYSTEM_BUS_ADDRESS)")
+    host.add_argument("--http-host", default="127.0.0.1", help="address the web server listens on (default 127.0.0.1)")
+    host.add_argument("--http-port", type=int, default=8080, help="web server port (default 8080)")
+    host.add_argument("--tree", metavar="DIR", help="run a built tree (vbms firmware build) instead of the sources")
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -213,6 +259,10 @@ def main(argv=None):
         from . import report
 
         return report.run(args)
+    if args.command == "firmware":
+        from . import firmware
+
+        return firmware.run_cli(args)
     if args.command == "fuzz":
         from .fuzz import runner
 

@@ -24,17 +24,21 @@ import threading
 import time
 import urllib.request
 
-from simulators.deye.inverter import DeyeInverter, PowerProfile, render_table
+from simulators.deye.inverter import DeyeInverter
+from simulators.deye.profile import PowerProfile
 from simulators.jk.device import JkBms
 from simulators.serial_device import SerialDevice
 
 from .benchfile import BenchError, load, load_default
 from .builder import build_devices, vbms_config
+from .console import render_table
 from .procs import STOP_SIGNALS, start_tied, stop_group
 from .trace import Trace
 from .wires.rs485 import Fault, Rs485Bus
 
 DUT = "dut"
+DUT_KINDS = ("vbms", "micropython", "open")  # the device under test the bench starts, or none
+DUT_NAMES = {"vbms": "vbms run", "micropython": "firmware (MicroPython unix port)"}
 INVERTER = "deye"
 
 
@@ -50,8 +54,8 @@ class Simulation:
     def __init__(
         self, bench, trace_path=None, external_deye=False, ble=True, dut="vbms", http_port=None, mqtt_server=None
     ):
-        if dut not in ("vbms", "open"):
-            raise BenchError("dut must be 'vbms' (start vbms run) or 'open', not %r" % (dut,))
+        if dut not in DUT_KINDS:
+            raise BenchError("dut must be one of %s, not %r" % (", ".join(DUT_KINDS), dut))
         self.bench = bench
         self.dut_mode = dut
         self.http_port = http_port
@@ -112,7 +116,7 @@ class Simulation:
         for device in self.serial_devices:
             device.start()
         self._start_ble()
-        if self.dut_mode == "vbms":
+        if self.dut_mode in DUT_KINDS[:2]:
             self._start_vbms()
         if bench.inverter and not self.external_deye:
             logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # a silent unit is news here, not an error
@@ -173,16 +177,21 @@ class Simulation:
             with socket.socket() as probe:
                 probe.bind(("127.0.0.1", 0))
                 self.http_port = probe.getsockname()[1]
+        bms_port = self.buses[bms_buses[0]].endpoint(DUT).path if bms_buses else None
+        inv_port = self.buses[self.bench.inverter["bus"]].endpoint(DUT).path if self.bench.inverter else None
+        self.dut_log = os.path.join(self.dut_dir, "vbms.log")
+        if self.dut_mode == "micropython":
+            self._start_firmware(config_path, bms_port, inv_port)
+            return
         command = [sys.executable, "-m", "hil.cli", "run", "--config", config_path, "--http-port", str(self.http_port)]
-        if bms_buses:
-            command += ["--bms-port", self.buses[bms_buses[0]].endpoint(DUT).path]
-        if self.bench.inverter:
-            command += ["--inv-port", self.buses[self.bench.inverter["bus"]].endpoint(DUT).path]
+        if bms_port:
+            command += ["--bms-port", bms_port]
+        if inv_port:
+            command += ["--inv-port", inv_port]
         env = dict(os.environ)
         if self.ble is not None:
             command += ["--ble-adapter", self.ble.adapters[-1]]
             env["DBUS_SYSTEM_BUS_ADDRESS"] = self.ble.address
-        self.dut_log = os.path.join(self.dut_dir, "vbms.log")
         with open(self.dut_log, "w") as log:
             self.dut_process = start_tied(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
@@ -195,6 +204,20 @@ class Simulation:
             except OSError:
                 time.sleep(0.1)
         raise RuntimeError("vbms run did not answer RPC within 20 s:\n" + open(self.dut_log).read()[-2000:])
+
+    def _start_firmware(self, config_path, bms_port, inv_port):
+        """The firmware on the MicroPython unix port in place of vbms run (hil/firmware.py)."""
+        from .firmware import FirmwareError, start_host
+
+        try:
+            handle = start_host(
+                config_path, bms_port=bms_port, inv_port=inv_port, http_port=self.http_port,
+                dbus_address=self.ble.address if self.ble is not None else None,
+                ble_adapter=self.ble.adapters[-1] if self.ble is not None else None, log_path=self.dut_log,
+            )  # fmt: skip
+        except FirmwareError as error:
+            raise RuntimeError("the firmware did not start: %s" % error) from None
+        self.dut_process = handle.process
 
     @property
     def http_url(self):
@@ -267,7 +290,7 @@ class Simulation:
         result = {"event": "started", "bench": self.bench.name, "buses": {}}
         if self.dut_process is not None:
             result["dut"] = {
-                "kind": "vbms run",
+                "kind": DUT_NAMES[self.dut_mode],
                 "pid": self.dut_process.pid,
                 "http": self.http_url,
                 "token": self.dut_token,

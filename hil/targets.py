@@ -1,14 +1,15 @@
-"""One scenario, three worlds: the targets scenarios run against (ARCHITECTURE.md, "Targets").
+"""One scenario, several worlds: the targets scenarios run against (ARCHITECTURE.md, "Targets").
 
-Every target offers the same vocabulary to the steps: advance time, read what
-the inverter sees, inject device failures and bus faults, drop BLE links, call
-the device under test's RPC, and show the bus trace when something fails.
+A Target is the only surface a step uses.  Every target offers the same vocabulary:
+time, what the inverter sees, the batteries and their failures, faults on the wires,
+BLE links, the device under test's RPC and dashboard, and what went over the wire when
+something fails.  A new target is a subclass, not a fork of the steps.
 
   des    DesBench: everything in one process under simpy, simulated time.
-  sim    Simulation with `vbms run` between the devices, PTY buses, BlueZoo, real time.
-  esp32  a real ESP32 running firmware/: the simulators drive the USB-RS485 adapters
-         named in the bench file.  Validates the bench file and opens the ports; the
-         firmware itself is not built yet (see firmware/), so scenarios skip with that reason.
+  sim    Simulation with `vbms run` between the devices: PTY buses, BlueZoo, real time.
+  micropython  the same bench with the firmware (firmware/) on the MicroPython unix port as the
+         device under test, stand-ins only at the hardware boundary.
+  esp32  a real ESP32 running firmware/ (see Esp32Target).
 """
 
 import os
@@ -16,7 +17,9 @@ import time
 
 from vbms_core import modbus
 
-TARGETS = ("des", "sim", "esp32")
+TARGETS = ("des", "sim", "micropython", "esp32")
+ALARM_WORDS = {"alarm": "force_alarm_bits", "protect": "force_protect_bits", "fail": "force_fail_bits",
+               "error": "force_error_bits"}  # fmt: skip
 
 
 class TargetUnavailable(Exception):
@@ -24,47 +27,181 @@ class TargetUnavailable(Exception):
 
 
 class Target:
-    name = None
-    token = None
+    """The vocabulary.  Subclasses implement what differs; the rest is here, on world.devices and
+    world.batteries (the simulated devices and their battery models, on every target)."""
 
-    # the vocabulary ------------------------------------------------------------------
+    name = None
+    simulated_time = False
+
+    def __init__(self, bench):
+        self.bench = bench
+        self.world = None
+        self.token = None
+        self._initial_config = None
+
+    # --- life -----------------------------------------------------------------------
+    def stop(self):
+        pass
+
+    def reset(self):
+        """Back to a healthy bench, as the next scenario expects it: the device under test's saved
+        configuration, the inverter's power profile, no faults, failures, forced alarms or refusals."""
+        from simulators.deye.profile import PowerProfile
+
+        self._restore_config()
+        self.world.inverter.profile = PowerProfile(**self.bench.profile)
+        for bus in self.world.buses.values():
+            bus.clear_faults()
+        for slot in self.world.devices:
+            self.device_failure(slot, None)
+            self.clear_alarms(slot)
+            self.world.batteries[slot].forced = set()
+            self.allow_ble(slot)
+
+    def remember_config(self):
+        self._initial_config = self.rpc("Config.Get")[0]
+
+    def _restore_config(self):
+        """Put the configuration back as it was (a scenario may have saved changes)."""
+        if self._initial_config is None:
+            return
+        from vbms_core import config as config_module
+
+        current = config_module.flatten(self.rpc("Config.Get")[0])
+        wanted = config_module.flatten(self._initial_config)
+        changes = {k: v for k, v in wanted.items() if current.get(k) != v and k != "rpc.auth_token"}
+        if changes:
+            self.rpc("Config.Set", {"config": changes})
+            self.rpc("Config.Save", {})
+
+    # --- time -------------------------------------------------------------------------
     def advance(self, seconds):
         raise NotImplementedError
 
-    def unit(self, unit):
-        """{"values", "identity", "comm_warning"} as the inverter sees the unit."""
+    def now_s(self):
         raise NotImplementedError
 
-    def device(self, slot):
-        return self.world.devices[slot]
+    # --- the inverter -------------------------------------------------------------------
+    def unit(self, unit):
+        """The unit as the inverter sees it: {"values", "identity", "comm_warning", "misses", ...}."""
+        return self.world.inverter.units[unit].snapshot()
 
+    def warnings(self):
+        return self.world.inverter.warnings()
+
+    def inverter_read(self, unit, address, count, function=modbus.READ_INPUT):
+        """("registers", [...]), ("exception", code), ("garbage", bytes) or ("silent", None)."""
+        raise NotImplementedError
+
+    def set_power(self, watts):
+        """The inverter's power profile becomes a constant (positive: charging the batteries)."""
+        from simulators.deye.profile import PowerProfile
+
+        self.world.inverter.profile = PowerProfile("constant", watts=watts)
+
+    # --- the batteries ---------------------------------------------------------------------
     def battery(self, slot):
+        """The battery model behind a slot: what the inverter should end up seeing."""
         return self.world.batteries[slot]
 
+    def configured_units(self):
+        return sorted(spec.slot for spec in self.bench.batteries)
+
+    def bms_wire_time_s(self):
+        """Every RS485 battery polled once: its request out and its reply back, at the bus's baud
+        rate, from the real frame sizes of the bench's devices."""
+        from vbms_core import byd, jk_4e57, jk_pb
+
+        total_s = 0.0
+        for spec in self.bench.batteries:
+            device = self.world.devices[spec.slot]
+            if spec.type == "byd_pro":
+                request = byd.encode_request(spec.address)
+                reply = device.handle(request)[0]
+            elif spec.type == "jk_rs485":
+                request = jk_pb.encode_trigger(spec.address, "status")
+                reply = device.handle_modbus(request)[0]
+            elif spec.type == "jk_4e57":
+                request = jk_4e57.encode_read_all_request()
+                reply = device.handle_4e57(request)[0]
+            else:
+                continue
+            total_s += (len(request) + len(reply)) * 10 / self.bench.buses[spec.bus].baud
+        return total_s
+
+    def device_failure(self, slot, failure):
+        """A device fails (silent, garbage, bad_checksum, slow, stuck, ...), or recovers with None."""
+        self.world.devices[slot].set_failure(failure)
+
+    def raise_alarm(self, slot, word, bit):
+        """A BMS raises a bit of one of its alarm words (BYD: alarm, protect, fail; JK: error)."""
+        setattr(self.world.devices[slot], ALARM_WORDS[word], 1 << bit)
+
+    def clear_alarms(self, slot):
+        device = self.world.devices[slot]
+        for attribute in ALARM_WORDS.values():
+            if hasattr(device, attribute):
+                setattr(device, attribute, 0)
+
+    # --- the wires ------------------------------------------------------------------------
+    def bus_fault(self, bus, kind, source=None, count=None):
+        raise NotImplementedError
+
+    def drop_ble(self, slot, refuse=False):
+        """The radio link to a JK module is lost (refuse: the module refuses to reconnect)."""
+        raise NotImplementedError
+
+    def allow_ble(self, slot):
+        raise NotImplementedError
+
+    # --- the device under test ---------------------------------------------------------------
+    def rpc(self, method, params=None, authenticated=True):
+        """(result, None) or (None, error)."""
+        raise NotImplementedError
+
+    def restart_dut(self):
+        raise NotImplementedError
+
+    def rs485_cycle_s(self):
+        """The last poll round of the BMS bus, as the device under test reports it (Sys.GetInfo)."""
+        info, error = self.rpc("Sys.GetInfo")
+        assert error is None, error
+        return None if info["last_bms_cycle_ms"] is None else info["last_bms_cycle_ms"] / 1000
+
+    def dashboard_url(self):
+        """Where the device under test serves its dashboard, or None."""
+        return None
+
+    # --- what went over the wire -----------------------------------------------------------------
     def trace_tail(self, count=40):
         return self.world.trace.tail(count)
 
-    def stop(self):
-        pass
+    def dut_log_tail(self, lines=30):
+        return []
 
 
 class DesTarget(Target):
     name = "des"
+    simulated_time = True
 
     def __init__(self, bench):
         from .des import TOKEN, DesBench
 
+        super().__init__(bench)
         self.world = DesBench(bench)
         self.token = TOKEN
 
     def advance(self, seconds):
         self.world.run_for(seconds)
 
-    def unit(self, unit):
-        return self.world.inverter.units[unit]
+    def now_s(self):
+        return self.world.env.now
 
-    def warnings(self):
-        return self.world.inverter.warnings()
+    def inverter_read(self, unit, address, count, function=modbus.READ_INPUT):
+        world = self.world
+        process = world.env.process(world.inverter.ask(_read_request(unit, function, address, count)))
+        world.env.run(until=process)
+        return _classify(process.value)
 
     def bus_fault(self, bus, kind, source=None, count=None):
         self.world.buses[bus].faults.append({"kind": kind, "source": source, "count": count})
@@ -82,53 +219,30 @@ class DesTarget(Target):
         self.world.env.process(self.world._reboot())
         self.world.run_for(1.0)
 
-    def inverter_read(self, unit, address, count, function=modbus.READ_INPUT):
-        world = self.world
-        request = modbus.with_crc(bytes((unit, function, address >> 8, address & 0xFF, count >> 8, count & 0xFF)))
-        process = world.env.process(world.inverter.ask(request))
-        world.env.run(until=process)
-        return _classify(process.value)
-
-    def rs485_cycle_s(self):
-        cycle_us = self.world.proxy.rs485.last_cycle_us
-        return None if cycle_us is None else cycle_us / 1e6
+    def dut_log_tail(self, lines=30):
+        return ["%10.3f %s %s %s" % entry for entry in list(self.world.dut_log)[-lines:]]
 
 
 class SimTarget(Target):
     name = "sim"
+    dut = "vbms"
 
     def __init__(self, bench):
         from .sim import Simulation
 
-        self.world = Simulation(bench).start()
+        super().__init__(bench)
+        self.world = Simulation(bench, dut=self.dut).start()
         self.token = self.world.dut_token
-        self.initial_config = None
-
-    def remember_config(self):
-        self.initial_config = self.world.rpc("Config.Get")[1]
-
-    def restore_config(self):
-        """Put the VBMS's configuration back as it was (a scenario may have saved changes)."""
-        if self.initial_config is None:
-            return
-        from vbms_core import config as config_module
-
-        current = config_module.flatten(self.world.rpc("Config.Get")[1])
-        wanted = config_module.flatten(self.initial_config)
-        changes = {k: v for k, v in wanted.items() if current.get(k) != v and k != "rpc.auth_token"}
-        if changes:
-            self.world.rpc("Config.Set", {"config": changes}, self.token)
-            self.world.rpc("Config.Save", {}, self.token)
+        self._started = time.monotonic()
 
     def advance(self, seconds):
         time.sleep(seconds)
 
-    def unit(self, unit):
-        state = self.world.inverter.units[unit]
-        return {"values": state.values, "identity": state.identity, "comm_warning": state.comm_warning}
+    def now_s(self):
+        return time.monotonic() - self._started
 
-    def warnings(self):
-        return self.world.inverter.warnings()
+    def inverter_read(self, unit, address, count, function=modbus.READ_INPUT):
+        return _classify(self.world.inverter.raw_exchange(_read_request(unit, function, address, count)))
 
     def bus_fault(self, bus, kind, source=None, count=None):
         from .wires.rs485 import Fault
@@ -136,31 +250,41 @@ class SimTarget(Target):
         self.world.buses[bus].add_fault(Fault(kind, source=source, count=count))
 
     def drop_ble(self, slot, refuse=False):
-        self.device(slot).set_failure("refuse_reconnect" if refuse else "disconnect")
+        self.device_failure(slot, "refuse_reconnect" if refuse else "disconnect")
 
     def allow_ble(self, slot):
-        self.device(slot).set_failure(None)
+        device = self.world.devices[slot]
+        if getattr(device, "failure", None) in ("refuse_reconnect", "disconnect"):
+            device.set_failure(None)
 
     def rpc(self, method, params=None, authenticated=True):
-        status, body = self.world.rpc(
-            method, params if params is not None else {}, self.token if authenticated else None
-        )
+        token = self.token if authenticated else None
+        status, body = self.world.rpc(method, params if params is not None else {}, token)
         return (body, None) if status == 200 else (None, body["error"])
 
     def restart_dut(self):
         self.world.rpc("Sys.Reboot", {}, self.token)
         time.sleep(1.5)
 
-    def inverter_read(self, unit, address, count, function=modbus.READ_INPUT):
-        request = modbus.with_crc(bytes((unit, function, address >> 8, address & 0xFF, count >> 8, count & 0xFF)))
-        return _classify(self.world.inverter.raw_exchange(request))
+    def dashboard_url(self):
+        return self.world.http_url
 
-    def rs485_cycle_s(self):
-        status, info = self.world.rpc("Sys.GetInfo")
-        return None if info.get("last_bms_cycle_ms") is None else info["last_bms_cycle_ms"] / 1000
+    def dut_log_tail(self, lines=30):
+        log = getattr(self.world, "dut_log", None)
+        if not log or not os.path.exists(log):
+            return []
+        with open(log, encoding="utf-8", errors="replace") as handle:
+            return [line.rstrip("\n") for line in handle.readlines()[-lines:]]
 
     def stop(self):
         self.world.stop()
+
+
+class MicropythonTarget(SimTarget):
+    """The firmware on the MicroPython unix port between the simulated devices."""
+
+    name = "micropython"
+    dut = "micropython"
 
 
 class Esp32Target(Target):
@@ -169,6 +293,7 @@ class Esp32Target(Target):
     name = "esp32"
 
     def __init__(self, bench, bench_path):
+        super().__init__(bench)
         ports = getattr(bench, "esp32", None) or {}
         missing = [key for key in ("inverter_port", "bms_port", "console_port") if key not in ports]
         if missing:
@@ -190,6 +315,10 @@ class Esp32Target(Target):
         )
 
 
+def _read_request(unit, function, address, count):
+    return modbus.with_crc(bytes((unit, function, address >> 8, address & 0xFF, count >> 8, count & 0xFF)))
+
+
 def _classify(reply):
     if reply is None:
         return ("silent", None)
@@ -207,6 +336,8 @@ def make_target(name, bench, bench_path=None):
         return DesTarget(bench)
     if name == "sim":
         return SimTarget(bench)
+    if name == "micropython":
+        return MicropythonTarget(bench)
     if name == "esp32":
         return Esp32Target(bench, bench_path)
     raise ValueError("unknown target %r; choose one of %s" % (name, ", ".join(TARGETS)))
