@@ -12,13 +12,14 @@ from importlib import resources
 from vbms_core.dissect import PROTOCOLS
 from vbms_core.jk_frames import LAYOUTS
 
+from .wires.faults import FAULT_KINDS, BusError, Fault
+
 BATTERY_TYPES = ("byd_pro", "jk_ble", "jk_rs485", "jk_4e57")
 RS485_TYPES = ("byd_pro", "jk_rs485", "jk_4e57")
 CHEMISTRIES = ("LFP", "NMC", "LTO")
 GATT_LAYOUTS = ("single", "split")
 CHUNKINGS = ("mtu23", "mtu131", "mtu247")
 PROFILE_KINDS = ("constant", "day", "csv")
-FAULT_KINDS = ("drop", "corrupt", "delay", "noise", "disconnect")
 DEVICE_FAILURES = (
     "silent",
     "garbage",
@@ -64,6 +65,8 @@ class BatterySpec:
 
 @dataclass
 class FaultSpec:
+    """A [[faults]] entry: a hil/wires/faults.Fault rule (Fault.from_spec builds it) and its bus."""
+
     bus: str
     kind: str
     source: str | None = None
@@ -72,6 +75,7 @@ class FaultSpec:
     count: int | None = None
     delay_s: float = 0.05
     noise_bytes: int = 8
+    bit: int | None = None
 
 
 @dataclass
@@ -256,19 +260,35 @@ def parse(data, source="<bench>"):
             )
 
     faults = data.get("faults", [])
+    _expect(isinstance(faults, list), "faults", "must be an array of tables ([[faults]])")
     for index, table in enumerate(faults):
         where = "faults[%d]" % index
         _known_keys(table, where, tuple(FaultSpec.__dataclass_fields__))
         fault = FaultSpec(
             bus=_choice(table, "bus", where, tuple(bench.buses)), kind=_choice(table, "kind", where, FAULT_KINDS)
         )
+        endpoints = _endpoint_names(bench, fault.bus)
+        for key in ("source", "target"):
+            if key in table:
+                _expect(
+                    table[key] in endpoints,
+                    "%s.%s" % (where, key),
+                    "bus %s has no endpoint %r; it has: %s" % (fault.bus, table[key], ", ".join(endpoints)),
+                )
         fault.source = table.get("source")
         fault.target = table.get("target")
         fault.probability = _number(table, "probability", where, 1.0)
         _expect(fault.probability <= 1.0, where + ".probability", "must be within 0..1")
-        fault.count = table.get("count")
+        if "count" in table:
+            fault.count = _int(table, "count", where, None, 1, 1_000_000)
         fault.delay_s = _number(table, "delay_s", where, 0.05)
         fault.noise_bytes = _int(table, "noise_bytes", where, 8, 1, 256)
+        if "bit" in table:
+            fault.bit = _int(table, "bit", where, None, 0, 8 * 4096)
+        try:
+            Fault.from_spec(fault)
+        except BusError as error:
+            raise BenchError("%s: %s" % (where, error)) from None
         bench.faults.append(fault)
 
     dut = data.get("dut", {})
@@ -286,6 +306,15 @@ def parse(data, source="<bench>"):
         _expect(isinstance(value, str) and value, "esp32.%s" % key, "must be text (a port path, adapter or URL)")
     bench.esp32 = dict(esp32)
     return bench
+
+
+def _endpoint_names(bench, bus):
+    """Who is on a bus: the device under test, the inverter ("deye"; "inverter" when an outside
+    master takes its place, vbms sim --external deye) and the batteries wired to it."""
+    names = ["dut"]
+    if bench.inverter and bench.inverter["bus"] == bus:
+        names += ["deye", "inverter"]
+    return names + [spec.name for spec in bench.batteries if spec.bus == bus]
 
 
 def load(path):

@@ -6,7 +6,9 @@ cell-info decode >= 50,000 frames/s on CPython; a DEYE request answered with
 """
 
 import json
+import os
 import platform
+import select
 import sys
 import tempfile
 import time
@@ -151,7 +153,7 @@ def run_codecs(args):
 
 
 def bus_throughput(baud=9600, payload_bytes=4800):
-    """Bytes per second across a PTY bus: first byte in to last byte out."""
+    """Bytes per second across a PTY bus: the sender's write to the last byte out."""
     import serial
 
     from .wires.rs485 import Rs485Bus
@@ -159,26 +161,23 @@ def bus_throughput(baud=9600, payload_bytes=4800):
     bus = Rs485Bus("bench", baud).start()
     try:
         sender = serial.Serial(bus.add_endpoint("a").path, baud, timeout=2)
-        receiver = serial.Serial(bus.add_endpoint("b").path, baud, timeout=2)
+        receiver = serial.Serial(bus.add_endpoint("b").path, baud, timeout=10)
         payload = bytes(index & 0xFF for index in range(payload_bytes))
         received = bytearray()
+        written = time.perf_counter()
         sender.write(payload)
-        first = None
         while len(received) < payload_bytes:
-            chunk = receiver.read(min(256, payload_bytes - len(received)))
+            chunk = receiver.read(payload_bytes - len(received))
             if not chunk:
                 raise RuntimeError("the bus stopped delivering after %d bytes" % len(received))
-            if first is None:
-                first = time.perf_counter()
-                first_count = len(chunk)
             received.extend(chunk)
-        elapsed = time.perf_counter() - first
+        elapsed = time.perf_counter() - written
         intact = bytes(received) == payload
         sender.close()
         receiver.close()
     finally:
         bus.stop()
-    measured = (payload_bytes - first_count) / elapsed
+    measured = payload_bytes / elapsed
     theoretical = baud / 10
     return {
         "baud": baud,
@@ -187,6 +186,172 @@ def bus_throughput(baud=9600, payload_bytes=4800):
         "theoretical_bytes_per_s": theoretical,
         "error_pct": round(100 * (measured - theoretical) / theoretical, 2),
         "intact": intact,
+    }
+
+
+# A receiver in a process of its own, as a device under test is: timestamps each read.
+GAP_READER = """
+import json, os, select, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_NOCTTY)
+wanted, got, reads = int(sys.argv[2]), 0, []
+print("ready", flush=True)
+deadline = time.monotonic() + 600
+while got < wanted and time.monotonic() < deadline:
+    if select.select([fd], [], [], 0.5)[0]:
+        data = os.read(fd, 4096)
+        reads.append((time.monotonic(), len(data)))
+        got += len(data)
+print(json.dumps(reads))
+"""
+GAP_FRAME_BYTES = (8, 55, 105, 308)  # a DEYE request, its reply, a BYD reply, a JK-PB reply
+
+
+def cpu_hogs(count):
+    """count busy processes (one per core loads the machine as another job would)."""
+    import subprocess
+
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+
+
+def frame_silences(reads, frame_bytes, written_s, char_s):
+    """From a receiver's reads [(t_s, bytes)], frames of frame_bytes written at written_s:
+    each silence inside a frame (time between reads less one character) and how late
+    each frame's last byte was read after it was due."""
+    silences, late = [], []
+    frame, left, last_read = 0, frame_bytes[0], None
+    for t_s, count in reads:
+        while count and frame < len(frame_bytes):
+            if last_read is not None:
+                silences.append(t_s - last_read - char_s)
+            taken = min(count, left)
+            count -= taken
+            left -= taken
+            last_read = t_s
+            if left == 0:
+                late.append(t_s - written_s[frame] - frame_bytes[frame] * char_s)
+                frame += 1
+                left = frame_bytes[frame] if frame < len(frame_bytes) else 0
+                last_read = None
+    return silences, late
+
+
+def frame_gaps(cycles=25, hogs=0, traced=False, baud=9600):
+    """Frames written on one endpoint of a PTY bus, read at another by a process of its own:
+    the largest silence inside a frame (Modbus allows 1.5 characters) and how late frames end."""
+    import subprocess
+
+    from .trace import Trace
+    from .wires.rs485 import Rs485Bus
+
+    frame_bytes = list(GAP_FRAME_BYTES) * cycles
+    directory = tempfile.mkdtemp(prefix="vbms-gaps-")
+    trace = Trace(str(Path(directory, "trace.jsonl")), {"bench": "deye"}) if traced else None
+    bus = Rs485Bus("bench", baud, trace=trace, protocol="deye").start()
+    busy = cpu_hogs(hogs)
+    written_s = []
+    try:
+        sender = os.open(bus.add_endpoint("sender").path, os.O_RDWR | os.O_NOCTTY)
+        receiver_path = bus.add_endpoint("receiver").path
+        bus.add_endpoint("spy")
+        reader = subprocess.Popen(
+            [sys.executable, "-c", GAP_READER, receiver_path, str(sum(frame_bytes))], stdout=subprocess.PIPE, text=True
+        )
+        reader.stdout.readline()
+        for length in frame_bytes:
+            frame = bytes((index * 7 + length) & 0xFF for index in range(length))
+            written_s.append(time.monotonic())
+            os.write(sender, frame)
+            time.sleep(length * bus.char_s + 0.015)  # then a silence of several t3.5
+        reads = json.loads(reader.communicate(timeout=60)[0])
+        os.close(sender)
+    finally:
+        for hog in busy:
+            hog.kill()
+            hog.wait()
+        bus.stop()
+        if trace is not None:
+            trace.close()
+    silences, late = frame_silences(reads, frame_bytes, written_s, bus.char_s)
+    late.sort()
+    return {
+        "hogs": hogs,
+        "traced": traced,
+        "frames": len(frame_bytes),
+        "reads": len(reads),
+        "limit_ms": round(1.5 * bus.char_s * 1000, 3),
+        "max_silence_ms": round(1000 * max(silences, default=0.0), 3),
+        "silences_over_t1_5": sum(1 for s in silences if s > 1.5 * bus.char_s),
+        "silences_over_t3_5": sum(1 for s in silences if s > bus.gap_s),
+        "late_ms": {"p50": round(1000 * late[len(late) // 2], 2), "max": round(1000 * late[-1], 2)},
+    }
+
+
+def first_try_misses(requests=10_000, registers=25, timeout_s=0.5, pause_s=0.01, progress=None):
+    """Acting as the inverter on `vbms sim --external deye` (default bench, no BLE): valid, well-separated
+    reads of the BYD units' registers, counting those that get no valid reply on the first try."""
+    import serial
+
+    from vbms_core import modbus
+
+    from .benchfile import load_default
+    from .sim import Simulation
+
+    bench = load_default()
+    units = [spec.slot for spec in bench.batteries if spec.type == "byd_pro"]
+    misses = {"silent": 0, "partial": 0, "bad": 0, "exception": 0}
+    late = []
+    with Simulation(bench, external_deye=True, ble=False) as simulation:
+        bus = simulation.buses[bench.inverter["bus"]]
+        port = serial.Serial(bus.endpoint("inverter").path, bus.baud, timeout=0)
+
+        def ask(unit):
+            request = modbus.encode_read_request(unit, modbus.READ_INPUT, 0x1000, registers)
+            expected = 5 + 2 * registers
+            port.reset_input_buffer()
+            sent_s = time.monotonic()
+            port.write(request)
+            reply = bytearray()
+            deadline = sent_s + len(request) * bus.char_s + timeout_s
+            while len(reply) < expected and time.monotonic() < deadline:
+                if select.select([port.fileno()], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                    reply.extend(port.read(expected - len(reply)))
+                    if len(reply) == 5 and reply[1] & 0x80:
+                        break
+            if not reply:
+                return "silent"
+            try:
+                event = modbus.decode_response(bytes(reply))
+            except modbus.RemoteProtocolError:
+                return "partial" if len(reply) < expected else "bad"
+            if isinstance(event, modbus.ExceptionResponse):
+                return "exception"
+            late.append(time.monotonic() - sent_s - (len(request) + expected) * bus.char_s)
+            return None
+
+        deadline = time.monotonic() + 60
+        while any(ask(unit) for unit in units):  # the proxy has read every module
+            if time.monotonic() > deadline:
+                raise RuntimeError("vbms run did not answer every BYD unit within 60 s")
+            time.sleep(0.5)
+        late.clear()
+        for index in range(requests):
+            outcome = ask(units[index % len(units)])
+            if outcome is not None:
+                misses[outcome] += 1
+            if progress is not None and (index + 1) % 1000 == 0:
+                progress("%d requests, %d missed" % (index + 1, sum(misses.values())))
+            time.sleep(pause_s)
+        port.close()
+        # a module whose port failed goes stale, and the proxy then rightly stays silent for its unit
+        device_errors = {device.name: device.errors for device in simulation.serial_devices if device.errors}
+    late.sort()
+    return {
+        "requests": requests,
+        "registers": registers,
+        "missed": sum(misses.values()),
+        "by_kind": misses,
+        "device_errors": device_errors,
+        "reply_late_ms": {"p50": round(1000 * late[len(late) // 2], 2), "max": round(1000 * late[-1], 2)},
     }
 
 
@@ -238,14 +403,36 @@ def ble_frame_latency(frames=12):
 
 
 def run_wires(args):
-    report = {"rs485": bus_throughput(), "ble_cell_info_latency": ble_frame_latency()}
+    """Throughput, the silences inside frames (idle, traced, under a CPU hog per core), first-try
+    misses of a DEYE master on `vbms sim --external deye`, BLE frame latency."""
+    hogs = os.cpu_count() or 2
+    requests = args.requests
+    report = {
+        "rs485": bus_throughput(),
+        "frame_gaps": [frame_gaps(), frame_gaps(traced=True), frame_gaps(hogs=hogs, traced=True)],
+    }
+    if requests:
+        report["first_try"] = first_try_misses(requests, progress=lambda line: print(line, file=sys.stderr))
+    report["ble_cell_info_latency"] = ble_frame_latency()
+    worst_gap = max(row["max_silence_ms"] for row in report["frame_gaps"])
     report["targets"] = {
         "rs485_throughput_within_2pct": {
             "target": 2.0,
             "measured": abs(report["rs485"]["error_pct"]),
             "met": abs(report["rs485"]["error_pct"]) <= 2.0,
-        }
+        },
+        "silence_inside_a_frame_under_t1_5_ms": {
+            "target": report["frame_gaps"][0]["limit_ms"],
+            "measured": worst_gap,
+            "met": worst_gap < report["frame_gaps"][0]["limit_ms"],
+        },
     }
+    if requests:
+        report["targets"]["first_try_misses"] = {
+            "target": 0,
+            "measured": report["first_try"]["missed"],
+            "met": report["first_try"]["missed"] == 0,
+        }
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
@@ -254,6 +441,29 @@ def run_wires(args):
         "RS485 PTY bus at %d baud: %s B/s measured, %s theoretical (%+.2f %%), data intact: %s"
         % (bus["baud"], bus["measured_bytes_per_s"], bus["theoretical_bytes_per_s"], bus["error_pct"], bus["intact"])
     )
+    print(
+        "Silences inside frames at a receiver in its own process (limit t1.5 = %s ms):"
+        % report["frame_gaps"][0]["limit_ms"]
+    )
+    for row in report["frame_gaps"]:
+        print(
+            "  %d CPU hogs, trace %-3s: %4d frames in %4d reads, largest silence %6.3f ms, frame ends late p50 %s ms"
+            " max %s ms"
+            % (
+                row["hogs"], "on" if row["traced"] else "off", row["frames"], row["reads"], row["max_silence_ms"],
+                row["late_ms"]["p50"], row["late_ms"]["max"],
+            )
+        )  # fmt: skip
+    if requests:
+        first = report["first_try"]
+        print(
+            "DEYE master on vbms sim --external deye: %d of %d valid requests (%d registers) missed on the first try"
+            " %s; replies late p50 %s ms, max %s ms"
+            % (
+                first["missed"], first["requests"], first["registers"], first["by_kind"],
+                first["reply_late_ms"]["p50"], first["reply_late_ms"]["max"],
+            )
+        )  # fmt: skip
     print("JK cell-info frame generated -> last notification at a bleak client (BlueZoo):")
     for row in report["ble_cell_info_latency"]:
         print(

@@ -115,8 +115,14 @@ def build_parser():
     codecs.add_argument("--seconds", type=float, default=0.5, help="time per CPython measurement (default 0.5)")
     codecs.add_argument("--no-micropython", action="store_true", help="skip the MicroPython (WebAssembly) measurements")
     codecs.add_argument("--json", action="store_true", help="print the results as one JSON object")
-    wires = bench_kinds.add_parser("wires", help="RS485 bus throughput against theory; BLE frame latency over BlueZoo")
+    wires = bench_kinds.add_parser(
+        "wires", help="RS485 bus throughput, gaps inside frames and first-try misses; BLE frame latency over BlueZoo"
+    )
     wires.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    wires.add_argument(
+        "--requests", type=int, default=10_000, metavar="N",
+        help="valid requests for the first-try miss count (default 10000, about 13 minutes; 0 skips it)",
+    )  # fmt: skip
     des_bench = bench_kinds.add_parser("des", help="simulated seconds per wall second of the des target")
     des_bench.add_argument("--seconds", type=float, default=600.0, help="simulated seconds per bench (default 600)")
     des_bench.add_argument("--json", action="store_true", help="print the results as one JSON object")

@@ -24,9 +24,12 @@ from vbms_core import events as ev
 from .builder import build_devices, vbms_config
 from .des_inverter import InverterModel
 from .trace import Trace
+from .wires.faults import Fault
 from .wires.frame_bus import FrameBus
 
 TOKEN = "des-token"
+DUT = "dut"
+INVERTER = "deye"
 
 
 class DesBench(ev.Executor):
@@ -35,14 +38,20 @@ class DesBench(ev.Executor):
     def __init__(self, bench, seed=None, config_overrides=None):
         self.bench = bench
         self.env = simpy.Environment()
-        self.random = random.Random(bench.seed if seed is None else seed)
+        self.seed = bench.seed if seed is None else seed
+        self.random = random.Random(self.seed)
         self.trace = Trace(protocols={name: b.protocol for name, b in bench.buses.items()}, decode=False)
         self.batteries, self.devices = build_devices(bench)
         self.config = vbms_config(bench, TOKEN)
         self.config.update(config_overrides or {})
         self.saved_config = None
         self.proxy = app.Proxy(self.config, 0)
-        self.buses = {name: FrameBus(self, name, spec.baud, spec.protocol) for name, spec in bench.buses.items()}
+        self.buses = {
+            name: FrameBus(self.env, name, spec.baud, spec.protocol, trace=self.trace, seed=self.seed)
+            for name, spec in bench.buses.items()
+        }
+        for spec in bench.faults:
+            self.buses[spec.bus].add_fault(Fault.from_spec(spec))
         bms = sorted({spec.bus for spec in bench.batteries if spec.bus})
         self.bms_bus = self.buses[bms[0]] if bms else None
         self.inverter_bus = self.buses[bench.inverter["bus"]]
@@ -51,6 +60,14 @@ class DesBench(ev.Executor):
             bench.inverter["warn_after"], PowerProfile(**bench.profile),
             identity_interval_s=bench.inverter["identity_interval_s"],
         )  # fmt: skip
+        # every drop of each bus hears every other's frames, as on the real bench (hil/sim.py)
+        self.inverter_bus.add_endpoint(DUT, lambda data, now_s: self.feed(ev.InvBytes(data, 0)))
+        self.inverter_bus.add_endpoint(INVERTER, self.inverter.reply_arrived)
+        if self.bms_bus is not None:
+            self.bms_bus.add_endpoint(DUT, lambda data, now_s: self.feed(ev.BmsBytes(data, 0)))
+            for spec in bench.batteries:
+                if spec.bus is not None:
+                    self.bms_bus.add_endpoint(spec.name, self._device_hears(spec))
         self.ble_sessions = {}
         self.ble_refused = set()
         self.ble_peripherals = {spec.slot: spec for spec in bench.batteries if spec.type == "jk_ble"}
@@ -97,10 +114,10 @@ class DesBench(ev.Executor):
 
     def bms_write(self, action):
         if self.bms_bus is not None:
-            self.bms_bus.send("dut", action.data, self._bms_request_heard)
+            self.bms_bus.send(DUT, action.data)
 
     def inv_write(self, action):
-        self.inverter_bus.send("dut", action.data, self.inverter.reply_arrived)
+        self.inverter_bus.send(DUT, action.data)
 
     def ble_connect(self, action):
         self.env.process(self._ble_connect(action.slot))
@@ -138,26 +155,20 @@ class DesBench(ev.Executor):
 
     # --- the world's side ----------------------------------------------------------------
 
-    def _bms_request_heard(self, request, now_s):
-        for spec in self.bench.batteries:
-            if spec.bus is None:
-                continue
-            device = self.devices[spec.slot]
-            if spec.type == "byd_pro":
-                answer = device.handle(request)
-            elif spec.type == "jk_rs485":
-                answer = device.handle_modbus(request)
-            else:
-                answer = device.handle_4e57(request)
+    def _device_hears(self, spec):
+        """A BMS on the bus: it answers, after its turnaround, what it takes for a request to it."""
+        device = self.devices[spec.slot]
+        handle = {"byd_pro": device.handle if spec.type == "byd_pro" else None,
+                  "jk_rs485": getattr(device, "handle_modbus", None),
+                  "jk_4e57": getattr(device, "handle_4e57", None)}[spec.type]  # fmt: skip
+
+        def hears(frame, now_s):
+            answer = handle(frame)
             if answer is not None:
                 reply, delay_s = answer
-                self.env.process(self._later(delay_s, self.bms_bus.send, spec.name, reply, self._bms_reply))
+                self.env.process(self._later(delay_s, self.bms_bus.send, spec.name, reply))
 
-    def _bms_reply(self, data, now_s):
-        self.feed(ev.BmsBytes(data, 0))
-
-    def proxy_inv_bytes(self, data, now_s):
-        self.feed(ev.InvBytes(data, 0))
+        return hears
 
     def _ble_connect(self, slot):
         yield self.env.timeout(0.3)

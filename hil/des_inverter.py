@@ -76,7 +76,7 @@ class InverterModel:
         env = self.des.env
         self._reply = env.event()
         reply_event = self._reply
-        self.des.inverter_bus.send(SOURCE, request, self.des.proxy_inv_bytes)
+        self.des.inverter_bus.send(SOURCE, request)
         result = yield reply_event | env.timeout(max(deadline_s - env.now, 0.0))
         self._reply = None
         return result[reply_event] if reply_event in result else None

@@ -97,17 +97,7 @@ class Simulation:
                 model = device if spec.type == "byd_pro" else _JkRs485Model(device, spec.type)
                 self.serial_devices.append(SerialDevice(endpoint.path, bus.baud, model, spec.name))
         for fault in bench.faults:
-            self.buses[fault.bus].add_fault(
-                Fault(
-                    fault.kind,
-                    fault.source,
-                    fault.target,
-                    fault.count,
-                    fault.probability,
-                    fault.delay_s,
-                    fault.noise_bytes,
-                )
-            )
+            self.buses[fault.bus].add_fault(Fault.from_spec(fault))
         if bench.inverter:
             bus = self.buses[bench.inverter["bus"]]
             bus.add_endpoint("inverter" if self.external_deye else INVERTER)

@@ -145,7 +145,10 @@ class Target:
 
     # --- the wires ------------------------------------------------------------------------
     def bus_fault(self, bus, kind, source=None, count=None):
-        raise NotImplementedError
+        """A fault on a bus (hil/wires/faults.py: drop, corrupt, noise, delay, disconnect), the same on every target."""
+        from .wires.faults import Fault
+
+        self.world.buses[bus].add_fault(Fault(kind, source=source, count=count))
 
     def drop_ble(self, slot, refuse=False):
         """The radio link to a JK module is lost (refuse: the module refuses to reconnect)."""
@@ -203,9 +206,6 @@ class DesTarget(Target):
         world.env.run(until=process)
         return _classify(process.value)
 
-    def bus_fault(self, bus, kind, source=None, count=None):
-        self.world.buses[bus].faults.append({"kind": kind, "source": source, "count": count})
-
     def drop_ble(self, slot, refuse=False):
         self.world.drop_ble(slot, refuse)
 
@@ -243,11 +243,6 @@ class SimTarget(Target):
 
     def inverter_read(self, unit, address, count, function=modbus.READ_INPUT):
         return _classify(self.world.inverter.raw_exchange(_read_request(unit, function, address, count)))
-
-    def bus_fault(self, bus, kind, source=None, count=None):
-        from .wires.rs485 import Fault
-
-        self.world.buses[bus].add_fault(Fault(kind, source=source, count=count))
 
     def drop_ble(self, slot, refuse=False):
         self.device_failure(slot, "refuse_reconnect" if refuse else "disconnect")

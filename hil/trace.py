@@ -6,6 +6,7 @@ A line: {"t": seconds since the trace started, "bus": name, "from": sender,
 "collision": bool}.
 """
 
+import collections
 import json
 import threading
 
@@ -76,26 +77,45 @@ def summarize(protocol, raw):
 class Trace:
     """Collects frame records in memory and, if given a path, as JSON lines.
 
-    decode=False keeps the raw frames only (the simulated-time bench records
-    many frames and reads few); decoded() fills the summaries in when asked.
+    record() and ble() only queue what they are given: the thread that calls them
+    (a PTY bus's, whose timing must not wait for decoding or a disk) does no other
+    work.  Records are made from the queue by a writer thread when there is a file,
+    and by whoever reads `records` or tail(); close() writes what is left.
+
+    decode=False keeps the raw frames only (the simulated-time bench records many
+    frames and reads few); with_summary() fills a summary in when asked.
     """
 
+    WRITE_EVERY_S = 0.1
+
     def __init__(self, path=None, protocols=None, decode=True):
-        self.records = []
         self.decode = decode
         self.protocols = dict(protocols or {})
-        self._lock = threading.Lock()
+        self._records = []
+        self._queue = collections.deque()  # appended by any thread, without a lock
+        self._lock = threading.Lock()  # the records and the file
         self._file = open(path, "w", encoding="utf-8") if path else None  # noqa: SIM115 (kept open for the run)
+        self._closed = threading.Event()
+        self._writer = None
+        if self._file is not None:
+            self._writer = threading.Thread(target=self._write_loop, name="trace-writer", daemon=True)
+            self._writer.start()
 
     def record(self, bus, t_s, source, raw, faults=(), collision=False):
-        protocol = self.protocols.get(bus.name, bus.protocol)
-        entry = {
-            "t": round(t_s, 6),
-            "bus": bus.name,
-            "from": source,
-            "hex": raw.hex().upper(),
-        }
-        if self.decode:
+        self._queue.append(
+            (t_s, bus.name, self.protocols.get(bus.name, bus.protocol), source, bytes(raw), tuple(faults), collision)
+        )
+
+    def ble(self, t_s, source, raw):
+        """A BLE notification (a chunk of a JK frame, or junk) as a trace record on bus "ble"."""
+        self._queue.append((t_s, "ble", None, source, bytes(raw), (), False))
+
+    def _entry(self, item):
+        t_s, bus, protocol, source, raw, faults, collision = item
+        entry = {"t": round(t_s, 6), "bus": bus, "from": source, "hex": raw.hex().upper()}
+        if bus == "ble":
+            entry["decoded"] = ble_summary(raw)
+        elif self.decode:
             entry["decoded"] = summarize(protocol, raw) if source != "noise" else None
         else:
             entry["protocol"] = protocol
@@ -103,35 +123,48 @@ class Trace:
             entry["faults"] = list(faults)
         if collision:
             entry["collision"] = True
-        with self._lock:
-            self.records.append(entry)
+        return entry
+
+    def _drain(self):
+        """Make records of everything queued (and write them); holds the lock."""
+        entries = []
+        while self._queue:
+            entries.append(self._entry(self._queue.popleft()))
+        if entries:
+            self._records.extend(entries)
             if self._file is not None:
-                self._file.write(json.dumps(entry) + "\n")
+                self._file.write("".join(json.dumps(entry) + "\n" for entry in entries))
                 self._file.flush()
 
-    def ble(self, t_s, source, raw):
-        """A BLE notification (a chunk of a JK frame, or junk) as a trace record on bus "ble"."""
-        entry = {
-            "t": round(t_s, 6),
-            "bus": "ble",
-            "from": source,
-            "hex": bytes(raw).hex().upper(),
-            "decoded": ble_summary(raw),
-        }
+    def _write_loop(self):
+        while not self._closed.wait(self.WRITE_EVERY_S):
+            with self._lock:
+                self._drain()
+
+    @property
+    def records(self):
         with self._lock:
-            self.records.append(entry)
-            if self._file is not None:
-                self._file.write(json.dumps(entry) + "\n")
-                self._file.flush()
+            self._drain()
+            return self._records
+
+    def flush(self):
+        with self._lock:
+            self._drain()
 
     def close(self):
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self._closed.set()
+        if self._writer is not None and self._writer is not threading.current_thread():
+            self._writer.join(timeout=5)
+        with self._lock:
+            self._drain()
+            if self._file is not None:
+                self._file.close()
+                self._file = None
 
     def tail(self, count=20):
         with self._lock:
-            return [with_summary(entry) for entry in self.records[-count:]]
+            self._drain()
+            return [with_summary(entry) for entry in self._records[-count:]]
 
 
 def with_summary(entry):

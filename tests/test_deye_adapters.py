@@ -165,20 +165,22 @@ class FrameBusWorld:
         self.env = simpy.Environment()
         self.random = random.Random(1)
         self.trace = Trace(protocols={"inverter": "deye"}, decode=False)
-        self.inverter_bus = FrameBus(self, "inverter", 9600, "deye")
+        self.inverter_bus = FrameBus(self.env, "inverter", 9600, "deye", trace=self.trace, seed=1)
         self.inverter = InverterModel(
             self, UNITS, 0.0, TIMEOUT_S, WARN_AFTER, PowerProfile(), identity_interval_s=3600.0
         )
+        self.inverter_bus.add_endpoint("dut", self.slave_hears)
+        self.inverter_bus.add_endpoint("deye", self.inverter.reply_arrived)
         self.env.process(self.inverter.run())
 
-    def proxy_inv_bytes(self, data, now_s):
+    def slave_hears(self, data, now_s):
         reply = self.slave.answer(data)
         if reply is not None:
             self.env.process(self._reply_later(reply))
 
     def _reply_later(self, reply):
         yield self.env.timeout(REPLY_DELAY_S)
-        self.inverter_bus.send("dut", reply, self.inverter.reply_arrived)
+        self.inverter_bus.send("dut", reply)
 
 
 def run_simpy(script):

@@ -264,3 +264,40 @@ def test_a_request_shorter_than_it_announces_is_cut_off(tmp_path):
     finally:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=20)
+
+
+def test_a_pseudo_terminal_that_closed_is_not_reopened_by_its_number(tmp_path):
+    """/dev/pts/N of a closed PTY goes to the next PTY anybody opens: reading it would steal their bytes."""
+    path = tmp_path / "vbms.json"
+    path.write_text(json.dumps({"rpc": {"auth_token": "t" * 20}, "bms0": {"type": 1, "addr": "1"}}))
+    master, slave = os.openpty()
+    name = os.ttyname(slave)
+    log = tmp_path / "vbms.log"
+    with open(log, "w") as stream:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "hil.cli", "run", "--config", str(path), "--http-port", "0", "--bms-port", name],
+            stdout=stream, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    others = []
+    try:
+        os.set_blocking(master, False)
+        assert read_for(master, 3)  # it polls
+        os.close(master)
+        os.close(slave)
+        time.sleep(1.0)
+        for _ in range(8):  # other programs open PTYs: one of them may get the same number
+            others.append(os.openpty())
+        reused = [pair for pair in others if os.ttyname(pair[1]) == name]
+        time.sleep(2.0)
+        for other_master, _ in reused:
+            os.set_blocking(other_master, False)
+            assert read_for(other_master, 1) == b""  # nobody writes to a PTY that is not theirs
+        events = log_events(log)
+        assert events.count("port_lost") == 1 and "port_back" not in events, events
+        assert process.poll() is None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
+        for pair in others:
+            for fd in pair:
+                os.close(fd)

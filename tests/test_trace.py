@@ -7,6 +7,7 @@ part from it (BYD, tests/golden/README.md).
 """
 
 import io
+import json
 
 import pytest
 from conftest import JK_FRAMES, VECTORS
@@ -148,3 +149,38 @@ def test_trace_show_prints_mixed_bus_lines(tmp_path):
     assert show(str(path), out) == 0
     assert "BYD frame too long" not in out.getvalue()
     assert out.getvalue().count("decoded_as=jk-pb") == 2
+
+
+def test_recording_leaves_decoding_and_writing_to_another_thread(tmp_path, monkeypatch):
+    """A PTY bus records from its own thread, whose timing must not wait for decoding or a disk."""
+    import threading
+
+    from conftest import wait_for
+
+    import hil.trace
+
+    decoded_on = []
+
+    def spy(protocol, raw):
+        decoded_on.append(threading.current_thread())
+        return summarize(protocol, raw)
+
+    monkeypatch.setattr(hil.trace, "summarize", spy)
+    path = tmp_path / "trace.jsonl"
+    trace = Trace(str(path), {"inverter": "deye"})
+    trace.record(Bus("inverter", "deye"), 0.0, "deye", MODBUS["DEYE-Q0"])
+    assert threading.current_thread() not in decoded_on
+    assert wait_for(lambda: path.read_text().count("\n") == 1, 5, 0.05)  # written without being asked
+    assert decoded_on and threading.current_thread() not in decoded_on
+    trace.record(Bus("inverter", "deye"), 0.1, "deye", MODBUS["DEYE-Q1"])
+    trace.close()
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["decoded"]["battery"] for line in lines] == [1, 2]
+
+
+def test_records_read_at_once_are_complete_without_a_file():
+    trace = Trace(protocols={"inverter": "deye"})
+    trace.record(Bus("inverter", "deye"), 0.0, "deye", MODBUS["DEYE-Q0"])
+    trace.ble(0.1, "JK-4", JK["C01"][:20])
+    assert [record["from"] for record in trace.records] == ["deye", "JK-4"]
+    assert trace.records[0]["decoded"]["battery"] == 1 and trace.records[1]["bus"] == "ble"

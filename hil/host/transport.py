@@ -5,11 +5,14 @@ SerialTransport is pyserial on a tty (a USB-RS485 adapter, or a PTY of the simul
 bench).  PortLink keeps one open for the driver: it watches the port in the event
 loop, hands what arrives to a callback, and when the port vanishes (an adapter
 unplugged, a PTY closed) says so once, stops watching and reopens it with backoff,
-never spinning on a dead descriptor.
+never spinning on a dead descriptor.  A pseudo-terminal named directly (/dev/pts/N) is not
+reopened: it never comes back, and its number is reused by the next PTY anybody opens.
 """
 
 import asyncio
 import errno
+
+PSEUDO_TERMINALS = ("/dev/pts/", "/dev/pty")
 
 
 class TransportError(Exception):
@@ -138,6 +141,12 @@ class PortLink:
         self.loop.remove_reader(self.transport.fileno())
         self.transport.close()
         self.losses += 1
+        if self.transport.path.startswith(PSEUDO_TERMINALS):
+            # a pseudo-terminal whose other end closed never comes back, and its number goes to the
+            # next one opened, by anybody: reopening it by name would read somebody else's bytes
+            self.log("port_lost", level="error", port=self.role, path=self.transport.path, error=error.message,
+                     retry_s=None)  # fmt: skip
+            return
         self.log("port_lost", level="error", port=self.role, path=self.transport.path, error=error.message,
                  retry_s=self._retry_s)  # fmt: skip
         self._reopen = self.loop.create_task(self._reopen_later())

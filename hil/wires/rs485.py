@@ -1,19 +1,29 @@
 """An RS485 multi-drop bus made of pseudo-terminals, with real timing.
 
 Every endpoint is a PTY that pyserial (or any program) opens like a serial
-port.  A byte written by one endpoint is put on the "wire" at the bus's baud
-rate (10 bit times per byte, 8N1) and reaches every other endpoint when its
-last bit would have: transfer times and inter-frame gaps are real.
+port.  Bytes written by one endpoint go on the "wire" at the bus's baud rate
+(10 bit times per byte, 8N1) and reach every other endpoint: transfer times and
+inter-frame gaps are real.
 
+- Delivery keeps a frame together.  A byte may not arrive before its last bit
+  would have, and a receiver must never see a silence inside a frame: on a
+  loaded host a thread that writes byte by byte is sometimes late by the
+  scheduler's 5-10 ms, and a Modbus receiver then rightly splits the frame on
+  t3.5.  So the bytes a sender wrote are written to each receiver in one go when
+  the last of them is due, as a USB-RS485 adapter hands its host a packet: the
+  frame can arrive late on a loaded host, never torn.
 - Collisions: an endpoint that starts sending while another one's bytes are
   still on the wire garbles both; every receiver gets the garbled bytes and
   the collision is recorded.
-- Faults (switchable at run time, per sending endpoint and per receiver):
-  drop a frame, flip bits, delay, inject noise bytes, disconnect an endpoint.
+- Faults: hil/wires/faults.py decides (drop, corrupt, delay, noise,
+  disconnect), the same model the des target's frame bus applies.
 - Capture: every frame (a burst from one endpoint ended by a t3.5 silence)
-  goes to the trace with its time, sender, hex and decoded summary.
+  goes to the trace with its time, sender and bytes; the trace decodes and
+  writes it on its own thread, never on the bus's.
 
-The bus runs in one thread; its methods are thread-safe.
+transmit(source, data, now_s) and deliver_due(now_s) take the time as an
+argument, so the bus's timing is tested without a clock; the bus thread calls
+them with its own.  The bus runs in one thread; its methods are thread-safe.
 """
 
 import os
@@ -27,63 +37,11 @@ import tty
 
 from vbms_core.modbus import char_time_us, silence_us
 
-DROP = "drop"
-CORRUPT = "corrupt"
-DELAY = "delay"
-NOISE = "noise"
-DISCONNECT = "disconnect"
-FAULT_KINDS = (DROP, CORRUPT, DELAY, NOISE, DISCONNECT)
+from .faults import CORRUPT, DELAY, DISCONNECT, DROP, FAULT_KINDS, NOISE, BusError, Fault, FaultModel
 
-
-class BusError(Exception):
-    """A bus used wrongly (unknown endpoint, bad fault): says what to do."""
-
-
-class Fault:
-    """A fault rule.
-
-    kind: drop, corrupt, delay, noise or disconnect.
-    source / target: endpoint names the rule applies to (None: any); a
-    disconnect uses source as the endpoint to cut off.
-    count: how many frames it affects before it expires (None: until removed).
-    probability: chance per frame (a seeded generator keeps runs repeatable).
-    delay_s (delay), noise_bytes (noise), bit (corrupt: which bit of which
-    byte, as byte_index * 8 + bit; None: random).
-    """
-
-    __slots__ = ("kind", "source", "target", "count", "probability", "delay_s", "noise_bytes", "bit", "hits")
-
-    def __init__(
-        self, kind, source=None, target=None, count=None, probability=1.0, delay_s=0.05, noise_bytes=8, bit=None
-    ):
-        if kind not in FAULT_KINDS:
-            raise BusError("unknown fault %r; choose one of %s" % (kind, ", ".join(FAULT_KINDS)))
-        if not 0.0 <= probability <= 1.0:
-            raise BusError("fault probability must be within 0..1, not %r" % (probability,))
-        if kind == DISCONNECT and source is None:
-            raise BusError("a disconnect fault names the endpoint to disconnect (source)")
-        self.kind = kind
-        self.source = source
-        self.target = target
-        self.count = count
-        self.probability = probability
-        self.delay_s = delay_s
-        self.noise_bytes = noise_bytes
-        self.bit = bit
-        self.hits = 0
-
-    def matches(self, source, target=None):
-        return (self.source is None or self.source == source) and (
-            target is None or self.target is None or self.target == target
-        )
-
-    def describe(self):
-        parts = [self.kind]
-        if self.source:
-            parts.append("from %s" % self.source)
-        if self.target:
-            parts.append("to %s" % self.target)
-        return " ".join(parts)
+__all__ = [
+    "CORRUPT", "DELAY", "DISCONNECT", "DROP", "FAULT_KINDS", "NOISE", "BusError", "Endpoint", "Fault", "Rs485Bus",
+]  # fmt: skip
 
 
 class Endpoint:
@@ -112,19 +70,32 @@ class Endpoint:
 
 
 class _Burst:
-    """Bytes from one sender, back to back, until a t3.5 silence."""
+    """Bytes from one sender, back to back, until a t3.5 silence: one frame on the wire."""
 
-    __slots__ = ("source", "start_s", "end_s", "raw", "faults", "collided", "dropped_for", "corrupt_for")
+    __slots__ = ("source", "start_s", "end_s", "raw", "decision", "collided")
 
-    def __init__(self, source, start_s):
+    def __init__(self, source, decision):
         self.source = source
-        self.start_s = start_s
-        self.end_s = start_s
+        self.decision = decision
+        self.start_s = decision.start_s
+        self.end_s = decision.start_s
         self.raw = bytearray()
-        self.faults = []
         self.collided = False
-        self.dropped_for = set()
-        self.corrupt_for = {}
+
+
+class _Run:
+    """Bytes of one burst on their way to one receiver, written in one go when the last is due."""
+
+    __slots__ = ("burst", "source", "data", "due_s")
+
+    def __init__(self, burst, source):
+        self.burst = burst
+        self.source = source
+        self.data = bytearray()
+        self.due_s = []  # when each byte's last bit arrives
+
+    def release_s(self):
+        return self.due_s[-1]
 
 
 class Rs485Bus:
@@ -138,14 +109,14 @@ class Rs485Bus:
         self.trace = trace
         self.protocol = protocol
         self.endpoints = {}
-        self.faults = []
+        self.model = FaultModel(self.char_s, self.gap_s, seed)
         self.collisions = []
         self.frames = 0
-        self._random = random.Random(seed)
+        self._collision_random = random.Random(seed)  # its own: collisions do not shift the faults' draws
         self._lock = threading.RLock()
-        self._deliveries = []  # [due_s, target, byte, source]
+        self._pending = {}  # receiver -> [_Run], oldest first
         self._bursts = {}  # open burst per source
-        self._wire = []  # (start_s, end_s, source) of bytes still on the wire
+        self._wire = []  # (start_s, end_s, source) of pieces still on the wire
         self._thread = None
         self._running = False
         self._wake_r, self._wake_w = os.pipe()
@@ -199,39 +170,27 @@ class Rs485Bus:
     def __exit__(self, *exc):
         self.stop()
 
-    # --- faults -------------------------------------------------------------
+    # --- faults (decided by hil/wires/faults.py) ----------------------------
+
+    @property
+    def faults(self):
+        return self.model.faults
 
     def add_fault(self, fault):
-        if fault.source is not None and fault.source not in self.endpoints:
-            self.endpoint(fault.source)
-        if fault.target is not None and fault.target not in self.endpoints:
-            self.endpoint(fault.target)
+        for name in (fault.source, fault.target):
+            if name is not None and name not in self.endpoints:
+                self.endpoint(name)
         with self._lock:
-            self.faults.append(fault)
+            self.model.add(fault)
         return fault
 
     def remove_fault(self, fault):
         with self._lock:
-            if fault in self.faults:
-                self.faults.remove(fault)
+            self.model.remove(fault)
 
     def clear_faults(self):
         with self._lock:
-            self.faults.clear()
-
-    def _disconnected(self, name):
-        return any(f.kind == DISCONNECT and f.source == name for f in self.faults)
-
-    def _fires(self, fault):
-        if fault.count is not None and fault.hits >= fault.count:
-            return False
-        if fault.probability < 1.0 and self._random.random() >= fault.probability:
-            return False
-        fault.hits += 1
-        return True
-
-    def _expire(self):
-        self.faults = [f for f in self.faults if f.count is None or f.hits < f.count or f.kind == DISCONNECT]
+            self.model.clear()
 
     # --- the wire -----------------------------------------------------------
 
@@ -252,83 +211,80 @@ class Rs485Bus:
         """
         endpoint = self.endpoints[source]
         endpoint.tx_bytes += len(data)
-        if self._disconnected(source):
-            return
-        start_s = max(now_s, endpoint.tx_free_s)
-        burst = self._bursts.get(source)
-        if burst is None or start_s - burst.end_s >= self.gap_s:
-            if burst is not None:
-                self._close_burst(burst)
-            burst = self._open_burst(source, start_s)
-            start_s = burst.start_s
-        targets = [name for name in self.endpoints if name != source and not self._disconnected(name)]
-        for index in range(len(data)):
-            byte_start = start_s + index * self.char_s
-            byte_end = byte_start + self.char_s
-            value = data[index]
-            collided = self._collides(source, byte_start, byte_end)
-            if collided:
-                value ^= self._random.randrange(1, 256)
-            position = len(burst.raw)
-            burst.raw.append(value)
-            self._wire.append((byte_start, byte_end, source))
-            for target in targets:
-                if target in burst.dropped_for:
-                    continue
-                delivered = value
-                flip = burst.corrupt_for.get(target)
-                if flip is not None and flip[0] == position:
-                    delivered ^= 1 << flip[1]
-                self._deliveries.append([byte_end, target, delivered, source])
-        endpoint.tx_free_s = start_s + len(data) * self.char_s
-        burst.end_s = endpoint.tx_free_s
+        with self._lock:
+            if self.model.disconnected(source):
+                return
+            start_s = max(now_s, endpoint.tx_free_s)
+            burst = self._bursts.get(source)
+            if burst is None or start_s - burst.end_s >= self.gap_s:
+                if burst is not None:
+                    self._close_burst(burst)
+                burst = self._open_burst(source, data, start_s)
+                if burst is None:
+                    return
+                start_s = burst.start_s
+            decision = burst.decision
+            offset = len(burst.raw)
+            sent = bytearray(data)
+            self._wire = [piece for piece in self._wire if piece[1] > start_s - self.char_s]
+            others = [piece for piece in self._wire if piece[2] != source]
+            for index in range(len(sent) if others else 0):
+                byte_start = start_s + index * self.char_s
+                if self._collides(source, byte_start, byte_start + self.char_s, others):
+                    sent[index] ^= self._collision_random.randrange(1, 256)
+            self._wire.append((start_s, start_s + len(sent) * self.char_s, source))
+            burst.raw.extend(sent)
+            due_s = [start_s + (index + 1) * self.char_s for index in range(len(sent))]
+            for receiver in decision.receivers:
+                received = decision.received(receiver, sent, offset)
+                if received is not None:
+                    self._queue(receiver, burst, source, received, due_s)
+            endpoint.tx_free_s = start_s + len(sent) * self.char_s
+            burst.end_s = endpoint.tx_free_s
+        if threading.current_thread() is not self._thread:
+            self._wake()  # the bus thread's next deadline may have moved
 
-    def _open_burst(self, source, start_s):
-        burst = _Burst(source, start_s)
-        for fault in list(self.faults):
-            if fault.kind == DISCONNECT or not fault.matches(source):
-                continue
-            if not self._fires(fault):
-                continue
-            burst.faults.append(fault.describe())
-            targets = [fault.target] if fault.target else [n for n in self.endpoints if n != source]
-            if fault.kind == DROP:
-                burst.dropped_for.update(targets)
-            elif fault.kind == CORRUPT:
-                for target in targets:
-                    if fault.bit is None:
-                        burst.corrupt_for[target] = (self._random.randrange(0, 8), self._random.randrange(0, 8))
-                    else:
-                        burst.corrupt_for[target] = (fault.bit // 8, fault.bit % 8)
-            elif fault.kind == DELAY:
-                burst.start_s += fault.delay_s
-                burst.end_s = burst.start_s
-            elif fault.kind == NOISE:
-                self._inject_noise(source, burst.start_s, fault.noise_bytes, targets)
-                burst.start_s += (fault.noise_bytes * self.char_s) + self.gap_s
-                burst.end_s = burst.start_s
-        self._expire()
+    def _queue(self, receiver, burst, source, data, due_s):
+        runs = self._pending.setdefault(receiver, [])
+        run = runs[-1] if runs and runs[-1].burst is burst else None
+        if run is None:  # a burst's later bytes join its run while that is still held back
+            run = _Run(burst, source)
+            runs.append(run)
+        run.data.extend(data)
+        run.due_s.extend(due_s)
+
+    def _open_burst(self, source, data, start_s):
+        receivers = [name for name in self.endpoints if name != source]
+        decision = self.model.decide(source, data, start_s, receivers)
+        if not decision.sent:
+            return None
+        if decision.noise:
+            noise = decision.noise
+            due_s = [decision.noise_start_s + (index + 1) * self.char_s for index in range(len(noise))]
+            noise_burst = object()  # a run of its own
+            for receiver in decision.noise_receivers:
+                self._queue(receiver, noise_burst, "noise", noise, due_s)
+            if self.trace is not None:
+                self.trace.record(
+                    self, decision.noise_start_s, "noise", noise, faults=["noise before a frame from %s" % source]
+                )
+        burst = _Burst(source, decision)
         self._bursts[source] = burst
         return burst
 
-    def _inject_noise(self, source, start_s, count, targets):
-        noise = bytes(self._random.randrange(256) for _ in range(count))
-        for index, value in enumerate(noise):
-            due = start_s + (index + 1) * self.char_s
-            for target in targets:
-                self._deliveries.append([due, target, value, "noise"])
-        if self.trace is not None:
-            self.trace.record(self, start_s, "noise", noise, faults=["noise before a frame from %s" % source])
-
-    def _collides(self, source, start_s, end_s):
-        """Whether a byte overlaps another sender's; if so the other's bytes in
-        flight over that span are garbled too (both drivers fight the line)."""
-        self._wire = [w for w in self._wire if w[1] > start_s - self.char_s]
-        for other_start, other_end, other in self._wire:
-            if other != source and other_start < end_s and start_s < other_end:
-                for delivery in self._deliveries:
-                    if delivery[3] == other and start_s < delivery[0] <= end_s + self.char_s:
-                        delivery[2] ^= self._random.randrange(1, 256)
+    def _collides(self, source, start_s, end_s, others):
+        """Whether a byte overlaps another sender's bytes on the wire (others: their
+        (start_s, end_s, source) pieces); if so the other's bytes in flight over that
+        span are garbled too (both drivers fight the line)."""
+        for other_start, other_end, other in others:
+            if other_start < end_s and start_s < other_end:
+                for runs in self._pending.values():
+                    for run in runs:
+                        if run.source != other:
+                            continue
+                        for index, due in enumerate(run.due_s):
+                            if start_s < due <= end_s + self.char_s:
+                                run.data[index] ^= self._collision_random.randrange(1, 256)
                 burst = self._bursts.get(other)
                 if burst is not None:
                     burst.collided = True
@@ -345,7 +301,12 @@ class Rs485Bus:
         self.frames += 1
         if self.trace is not None:
             self.trace.record(
-                self, burst.start_s, burst.source, bytes(burst.raw), faults=burst.faults, collision=burst.collided
+                self,
+                burst.start_s,
+                burst.source,
+                bytes(burst.raw),
+                faults=burst.decision.faults,
+                collision=burst.collided,
             )
 
     def _close_bursts(self, now_s):
@@ -354,27 +315,31 @@ class Rs485Bus:
                 self._close_burst(burst)
 
     def deliver_due(self, now_s):
-        """Write to each receiver every byte whose last bit has arrived by now_s,
-        close frames followed by a t3.5 silence; returns the next due time."""
-        self._close_bursts(now_s)
-        due_now = {}
-        later = []
-        for delivery in self._deliveries:
-            if delivery[0] <= now_s:
-                due_now.setdefault(delivery[1], bytearray()).append(delivery[2])
-            else:
-                later.append(delivery)
-        self._deliveries = later
-        for target, data in due_now.items():
-            endpoint = self.endpoints.get(target)
-            if endpoint is None:
-                continue
-            try:
-                os.write(endpoint.master, bytes(data))
-                endpoint.rx_bytes += len(data)
-            except (BlockingIOError, OSError):
-                pass  # nobody reads the port: bytes are lost, as on a real bus
-        return min((d[0] for d in later), default=None)
+        """Write to each receiver, in one write, every run of bytes whose last byte
+        is due by now_s; close frames followed by a t3.5 silence.  Returns when
+        the next run is due (None: nothing on its way)."""
+        with self._lock:
+            self._close_bursts(now_s)
+            next_s = None
+            for receiver, runs in self._pending.items():
+                due = [run for run in runs if run.release_s() <= now_s]
+                if due:
+                    runs[:] = [run for run in runs if run.release_s() > now_s]
+                    due.sort(key=_Run.release_s)
+                    self._write(receiver, b"".join(run.data for run in due))
+                for run in runs:
+                    if next_s is None or run.release_s() < next_s:
+                        next_s = run.release_s()
+            return next_s
+
+    def _write(self, receiver, data):
+        endpoint = self.endpoints.get(receiver)
+        if endpoint is None:
+            return
+        try:
+            endpoint.rx_bytes += os.write(endpoint.master, data)
+        except OSError:
+            pass  # nobody reads the port and its buffer is full: bytes are lost, as on a real bus
 
     def _run(self):
         while self._running:
@@ -384,11 +349,16 @@ class Rs485Bus:
                 waits = [next_due] if next_due is not None else []
                 waits += [b.end_s + self.gap_s for b in self._bursts.values()]
                 fds = [e.master for e in self.endpoints.values()]
-            timeout = max(0.0, min(waits) - now_s) if waits else 0.2
+            timeout = min(max(0.0, min(waits) - now_s), 0.5) if waits else 0.5
             try:
-                readable, _, _ = select.select(fds + [self._wake_r], [], [], min(timeout, 0.2))
+                readable, _, _ = select.select(fds + [self._wake_r], [], [], timeout)
             except (OSError, ValueError):
                 continue
+            if self._wake_r in readable:
+                try:
+                    os.read(self._wake_r, 4096)
+                except OSError:
+                    pass
             with self._lock:
                 now_s = self.now()
                 for endpoint in list(self.endpoints.values()):
@@ -396,12 +366,7 @@ class Rs485Bus:
                         continue
                     try:
                         data = os.read(endpoint.master, 4096)
-                    except (BlockingIOError, OSError):
+                    except OSError:
                         continue
                     if data:
                         self.transmit(endpoint.name, data, now_s)
-            if self._wake_r in readable:
-                try:
-                    os.read(self._wake_r, 64)
-                except OSError:
-                    pass
