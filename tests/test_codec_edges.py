@@ -25,7 +25,7 @@ from pymodbus.pdu.register_message import (
     WriteSingleRegisterResponse,
 )
 
-from vbms_core import battery, byd, compat, deye, modbus
+from vbms_core import byd, compat, deye, modbus, soc
 from vbms_core.dissect import dissect
 from vbms_core.errors import LocalProtocolError, RemoteProtocolError
 
@@ -338,6 +338,6 @@ def test_floats_of_whole_numbers_beyond_the_mantissa_scale_exactly():
 
 def test_twenty_cells_at_lto_voltages_are_lto():
     # Libre Solar cell limits (battery.py): 2.85 V and below with 20 or more cells is LTO, not LFP
-    assert battery.detect_chemistry([2700] * 20) == "lto"
-    assert battery.detect_chemistry([2700] * 16) == "lfp"
-    assert battery.detect_chemistry([2900] * 20) == "lfp"
+    assert soc.detect_chemistry([2700] * 20) == "lto"
+    assert soc.detect_chemistry([2700] * 16) == "lfp"
+    assert soc.detect_chemistry([2900] * 20) == "lfp"

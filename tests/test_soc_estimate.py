@@ -18,7 +18,7 @@ from conftest import JK_FRAMES
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vbms_core import battery, deye, jk_4e57, jk_frames
+from vbms_core import battery, deye, jk_4e57, jk_frames, soc
 from vbms_core.compat import f32_sum_scaled
 from vbms_core.dissect import dissect
 
@@ -85,7 +85,7 @@ def test_f32_sum_scaled_refuses_nan_and_infinity():
 
 @pytest.mark.parametrize("chemistry, cell_mv, soc_permille", CURVE_POINTS)
 def test_estimate_on_the_curve_points(chemistry, cell_mv, soc_permille):
-    reading = battery.estimate_soc(reading_with_cells([cell_mv] * 16), chemistry)
+    reading = soc.estimate_soc(reading_with_cells([cell_mv] * 16), chemistry)
     assert reading.soc_permille == soc_permille
     assert reading.soc_estimated is True
 
@@ -99,12 +99,12 @@ def test_estimate_on_the_curve_points(chemistry, cell_mv, soc_permille):
     ],
 )
 def test_estimate_is_linear_between_the_points(chemistry, cell_mv, soc_permille):
-    assert battery.estimate_soc(reading_with_cells([cell_mv] * 16), chemistry).soc_permille == soc_permille
+    assert soc.estimate_soc(reading_with_cells([cell_mv] * 16), chemistry).soc_permille == soc_permille
 
 
 @pytest.mark.parametrize("chemistry", ["lfp", "nmc", "lto"])
 def test_estimate_is_monotonic_and_bounded(chemistry):
-    values = [battery.soc_from_ocv(cell_mv, chemistry) for cell_mv in range(1000, 5001)]
+    values = [soc.soc_from_ocv(cell_mv, chemistry) for cell_mv in range(1000, 5001)]
     assert all(0 <= value <= 1000 for value in values)
     assert all(a <= b for a, b in zip(values, values[1:], strict=False))
     assert values[0] == 0 and values[-1] == 1000
@@ -112,31 +112,31 @@ def test_estimate_is_monotonic_and_bounded(chemistry):
 
 def test_estimate_uses_the_average_cell():
     # 3.265 V is 50 % on the LFP curve; cells 3.260 and 3.270 average to it
-    assert battery.estimate_soc(reading_with_cells([3260, 3270] * 8), "lfp").soc_permille == 500
+    assert soc.estimate_soc(reading_with_cells([3260, 3270] * 8), "lfp").soc_permille == 500
 
 
 def test_remaining_capacity_follows_the_estimate():
-    full = battery.estimate_soc(reading_with_cells([3838] * 14, full_charge_mah=100_000, design_mah=120_000), "nmc")
+    full = soc.estimate_soc(reading_with_cells([3838] * 14, full_charge_mah=100_000, design_mah=120_000), "nmc")
     assert full.remaining_mah == 50_000  # 3.838 V NMC = 50 % of the full-charge capacity
-    design = battery.estimate_soc(reading_with_cells([3838] * 14, design_mah=120_000), "nmc")
+    design = soc.estimate_soc(reading_with_cells([3838] * 14, design_mah=120_000), "nmc")
     assert design.remaining_mah == 60_000
-    unknown = battery.estimate_soc(reading_with_cells([3838] * 14), "nmc")
+    unknown = soc.estimate_soc(reading_with_cells([3838] * 14), "nmc")
     assert unknown.remaining_mah is None
 
 
 def test_a_reported_soc_is_left_alone():
-    reading = battery.estimate_soc(reading_with_cells([3265] * 16, soc_permille=120), "lfp")
+    reading = soc.estimate_soc(reading_with_cells([3265] * 16, soc_permille=120), "lfp")
     assert reading.soc_permille == 120 and reading.soc_estimated is False
 
 
 def test_no_cells_no_estimate():
-    reading = battery.estimate_soc(battery.Reading("test"), "auto")
+    reading = soc.estimate_soc(battery.Reading("test"), "auto")
     assert reading.soc_permille is None and reading.soc_estimated is False
 
 
 def test_unknown_chemistry_is_refused():
     with pytest.raises(ValueError, match="auto, lfp, nmc, lto"):
-        battery.estimate_soc(reading_with_cells([3300] * 16), "lead-acid")
+        soc.estimate_soc(reading_with_cells([3300] * 16), "lead-acid")
 
 
 # --- detection ----------------------------------------------------------------------------
@@ -151,7 +151,7 @@ def test_unknown_chemistry_is_refused():
 )
 def test_detection_on_real_4e57_frames(frame_id, chemistry):
     cells = jk_4e57.decode_response(BY_ID[frame_id])["cell_voltages_mv"]
-    assert battery.detect_chemistry(cells) == chemistry
+    assert soc.detect_chemistry(cells) == chemistry
 
 
 @pytest.mark.parametrize(
@@ -164,7 +164,7 @@ def test_detection_on_real_4e57_frames(frame_id, chemistry):
 def test_detection_on_real_lfp_packs(cells_id, settings_id):
     settings = jk_frames.decode_frame(BY_ID[settings_id])
     assert settings["cell_ovp_mv"] <= 3650 and settings["cell_uvp_mv"] >= 2500  # LFP limits (Libre Solar: 2.5..3.8 V)
-    assert battery.detect_chemistry(jk_frames.decode_frame(BY_ID[cells_id])["cell_voltages_mv"]) == "lfp"
+    assert soc.detect_chemistry(jk_frames.decode_frame(BY_ID[cells_id])["cell_voltages_mv"]) == "lfp"
 
 
 @pytest.mark.parametrize(
@@ -181,7 +181,7 @@ def test_detection_on_real_lfp_packs(cells_id, settings_id):
     ],
 )
 def test_detection_rule(cells_mv, chemistry):
-    assert battery.detect_chemistry(cells_mv) == chemistry
+    assert soc.detect_chemistry(cells_mv) == chemistry
 
 
 # --- end to end: a JK04 frame to the inverter ------------------------------------------
@@ -190,7 +190,7 @@ def test_detection_rule(cells_mv, chemistry):
 def test_a_jk04_battery_gets_an_estimated_soc_not_zero():
     reading = battery.from_jk(jk_frames.decode_frame(BY_ID["B42"]))
     assert reading.soc_permille is None  # JK04 frames carry no SOC
-    battery.estimate_soc(reading, "auto")
+    soc.estimate_soc(reading, "auto")
     # 16 cells averaging 3.356 V: LFP, between 3.314 V (95 %) and 3.392 V (100 %)
     assert reading.soc_estimated is True
     assert reading.soc_permille == round(950 + (3356 - 3314) * 50 / (3392 - 3314))

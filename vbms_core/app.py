@@ -20,8 +20,8 @@ The parts, each in its own module, and what the router hands each:
   summary               VBMS.GetSummary
 """
 
-from . import battery, deye, modbus, slots, summary
 from . import config as config_module
+from . import deye, modbus, slots, soc, summary
 from . import events as ev
 from .ble_central import CONNECT_FAILED, CONNECTED, DISCONNECTED, NOTIFY, BleCentral
 from .modbus import NEED_DATA
@@ -106,7 +106,7 @@ class Proxy:
         if reading is None:
             return
         if reading.soc_permille is None:
-            battery.estimate_soc(reading, slot.chemistry)
+            soc.estimate_soc(reading, slot.chemistry)
         slot.reading = reading
         slot.updated_us = now_us
         slot.status = slots.STATUS_ONLINE

@@ -8,8 +8,8 @@ interpreters must produce the very same text.
 
 import json
 
-from vbms_core import app, battery, byd, deye, events, jk_ble, jk_frames, modbus
-from vbms_core.dissect import dissect
+from vbms_core import app, battery, byd, compat, deye, events, jk_ble, jk_frames, jk_pb, modbus, soc
+from vbms_core.dissect import dissect, guess_protocol
 from vbms_core.errors import ProtocolError, RemoteProtocolError
 
 
@@ -257,6 +257,35 @@ def fuzz_cases(emit):
     emit({"case": "fuzz_reassembler", "events": reassemble(chunks)})
 
 
+def reading_cases(golden_dir, emit):
+    """The SOC estimate, JK-PB register reads, what a frame is, and every alarm translation."""
+    with open(golden_dir + "/jk_frames.json") as handle:
+        frames = dict((f["id"], unhex(f["hex"])) for f in json.load(handle)["frames"])
+    for chemistry in ("lfp", "nmc", "lto"):
+        emit({"case": "ocv", "chemistry": chemistry,
+              "socs": [soc.soc_from_ocv(mv, chemistry) for mv in range(1800, 4400, 37)]})  # fmt: skip
+    for cells in (4, 8, 13, 14, 15, 16, 20, 24):
+        emit({"case": "chemistry", "cells": cells,
+              "detected": [soc.detect_chemistry([mv] * cells) for mv in range(2000, 4300, 100)]})  # fmt: skip
+    jk04 = battery.from_jk(jk_frames.decode_frame(frames["B42"]))
+    emit({"case": "estimate", "reading": soc.estimate_soc(jk04, "auto").as_dict()})
+    generator = Lcg(7)
+    for _ in range(12):
+        bits = [generator.next() & 0xFFFFFFFF for _ in range(1 + generator.below(24))]
+        emit({"case": "f32_sum", "bits": bits, "sum": compat.f32_sum_scaled(bits, 1000)})
+    for frame_id, base in (("R02", jk_pb.LIVE_BLOCK), ("R04", jk_pb.SETTINGS_BLOCK), ("B10", jk_pb.DEVICE_BLOCK)):
+        image = jk_pb.image_from_frame(frames[frame_id])
+        emit({"case": "jk_pb_registers", "id": frame_id, "wire": jk_pb.wire_image(image, base),
+              "first": list(jk_pb.registers_from_image(image, base, 40, base))})  # fmt: skip
+    for frame_id in sorted(frames):
+        emit({"case": "guess", "id": frame_id, "protocol": guess_protocol(frames[frame_id])})
+    for table in ("BYD_ALARM_TO_DEYE", "BYD_PROTECT_TO_DEYE", "BYD_FAIL_TO_DEYE", "JK_ERROR_TO_DEYE",
+                  "JK4E57_WARNING_TO_DEYE"):  # fmt: skip
+        rows = getattr(battery, table)
+        emit({"case": "translate", "table": table,
+              "words": [list(battery.translate(1 << bit, rows)) for bit in range(32)]})  # fmt: skip
+
+
 def app_cases(golden_dir, emit):
     """The proxy state machine fed golden bytes; every action and answer recorded."""
     with open(golden_dir + "/byd_deye_vectors.json") as handle:
@@ -371,6 +400,7 @@ def main(golden_dir, emit_line):
     byd_deye_cases(golden_dir, emit)
     framer_cases(emit)
     fuzz_cases(emit)
+    reading_cases(golden_dir, emit)
     app_cases(golden_dir, emit)
     try:
         dissect("no-such-protocol", b"\x00")
