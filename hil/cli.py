@@ -41,10 +41,25 @@ def build_parser():
     sim = commands.add_parser(
         "sim",
         help="run a simulated bench in real time (DEYE inverter, batteries, buses, BLE)",
-        description="Start a bench; prints one JSON line with every endpoint a device under test attaches to.",
+        description="Start a bench. On a terminal it shows its endpoints (the device under test's dashboard and "
+        "token, the bench control page, the ports), the inverter's Li-BMS table and the bus counters; with --json, "
+        "--headless or when its output is not a terminal it prints one JSON line with every endpoint. The bench "
+        "control (a page and an HTTP API on 127.0.0.1, docs/bench.md) changes the running bench.",
     )
     sim.add_argument("--bench", metavar="FILE", help="bench file (TOML); default: the embedded default bench")
     sim.add_argument("--headless", action="store_true", help="no live table: JSON status lines instead")
+    sim.add_argument(
+        "--json", action="store_true", help="print the endpoints as one JSON line, on a terminal too (the live "
+        "table follows)",
+    )  # fmt: skip
+    sim.add_argument(
+        "--control-port", type=_port, default=0, metavar="PORT",
+        help="the bench control's port on 127.0.0.1 (default 0: a free one, printed with the endpoints)",
+    )  # fmt: skip
+    sim.add_argument(
+        "--replay", metavar="TRACE", help="do the operator actions recorded in TRACE (a --trace file) again, at the "
+        "same times",
+    )  # fmt: skip
     sim.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
     sim.add_argument("--external", choices=("deye",), help="leave the inverter side open for an external master")
     sim.add_argument("--trace", metavar="FILE", help="write every bus frame to FILE (JSON lines)")
@@ -150,6 +165,17 @@ def _positive(kind, what):
         return value
 
     return parse
+
+
+def _port(text):
+    """An argparse type: a TCP port, 0 for a free one."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a port is a whole number, not %r" % text) from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError("a port is within 0..65535, not %d" % port)
+    return port
 
 
 def add_fuzz_parser(commands):

@@ -27,6 +27,7 @@ from vbms_core import modbus
 from vbms_core.dissect import dissect
 from vbms_core.errors import RemoteProtocolError
 
+from .bench_control import operator_action
 from .svgplot import clock, lane_chart, line_chart
 
 WARN_AFTER = 3  # misses in a row before W31, as the simulated inverter (simulators/deye/inverter.py)
@@ -269,7 +270,7 @@ class UnitHistory:
 
 
 class Analysis:
-    __slots__ = ("t0", "t1", "units", "inverter_bus", "buses", "events", "unmatched")
+    __slots__ = ("t0", "t1", "units", "inverter_bus", "buses", "events", "operator", "unmatched")
 
     def __init__(self):
         self.t0 = 0.0
@@ -278,6 +279,7 @@ class Analysis:
         self.inverter_bus = None
         self.buses = {}  # name -> {"frames", "faults", "collisions", "undecodable"}
         self.events = []  # (t, bus, text): injected faults and collisions
+        self.operator = []  # (t, text): what a person did on the bench control (hil/bench_control.py)
         self.unmatched = 0  # replies to no pending request
 
 
@@ -291,6 +293,10 @@ def analyze(records):
     analysis.t0 = records[0]["t"]
     analysis.t1 = records[-1]["t"]
     for record in records:
+        action = operator_action(record)
+        if action is not None:
+            analysis.operator.append((record["t"], _operator_text(action)))
+            continue
         stats = analysis.buses.setdefault(record["bus"], {"frames": 0, "faults": 0, "collisions": 0, "undecodable": 0})
         stats["frames"] += 1
         if record.get("faults") or record.get("collision"):
@@ -323,6 +329,11 @@ def analyze(records):
     return analysis  # a request still pending when the trace ends is left out: its answer is unknown
 
 
+def _operator_text(action):
+    params = " ".join("%s=%s" % (key, value) for key, value in action["params"].items() if value is not None)
+    return "%s %s%s" % (action["op"], params, " (replayed)" if action.get("replayed") else "")
+
+
 def _close(analysis, pending, reply):
     if pending is None:
         return
@@ -340,8 +351,8 @@ def _close(analysis, pending, reply):
 
 LEGEND = (
     "Green: the unit answers; red: the W31 communication warning (%d polls missed in a row); purple: an exception "
-    "reply; orange: an injected bus fault or a collision. Hover for details. Time is from the start of the trace."
-    % WARN_AFTER
+    "reply; orange: an injected bus fault or a collision; blue: an operator action on the bench control. Hover "
+    "for details. Time is from the start of the trace." % WARN_AFTER
 )
 
 
@@ -363,6 +374,10 @@ def warning_lanes(analysis):
         lanes.append(("battery %d" % (history.unit + 1), spans))
     events = [("event", t_s, t_s, "%s: %s at %s" % (bus, what, clock(t_s - t0))) for t_s, bus, what in analysis.events]
     lanes.append(("bus events", events))
+    if analysis.operator:
+        lanes.append(
+            ("operator", [("op", t_s, t_s, "%s at %s" % (text, clock(t_s - t0))) for t_s, text in analysis.operator])
+        )
     return lane_chart(lanes, t0, t1)
 
 
@@ -376,7 +391,7 @@ svg{width:100%;display:block;font-size:11px;fill:#626a73;background:#f8f9fa;bord
 svg .title{fill:#1f2328;font-weight:600;font-size:12px}svg .grid{stroke:#e2e5e9}
 svg polyline{fill:none;stroke:#1f9d74;stroke-width:1.6;stroke-linejoin:round}svg circle{fill:#1f9d74}
 svg .warn{fill:#d0402f;opacity:.25}.lanes .warn{opacity:.9}svg .ok{fill:#3aa866;opacity:.55}
-svg .never{fill:#c9cdd2}svg .exc{fill:#7a3e9d}svg .event{fill:#d08a16}
+svg .never{fill:#c9cdd2}svg .exc{fill:#7a3e9d}svg .event{fill:#d08a16}svg .op{fill:#2f6fd6}
 .failed,.error{color:#d0402f;font-weight:600}.passed{color:#3aa866}.skipped{color:#626a73}
 details{margin:.6em 0;padding:.4em .8em;border:1px solid #e6c3bf;border-radius:4px}summary{cursor:pointer}
 pre{background:#f6f8fa;padding:.6em;overflow-x:auto;font-size:12px}pre .bad{color:#d0402f;font-weight:600}

@@ -52,7 +52,15 @@ class _JkRs485Model:
 
 class Simulation:
     def __init__(
-        self, bench, trace_path=None, external_deye=False, ble=True, dut="vbms", http_port=None, mqtt_server=None
+        self,
+        bench,
+        trace_path=None,
+        external_deye=False,
+        ble=True,
+        dut="vbms",
+        http_port=None,
+        mqtt_server=None,
+        control_port=None,
     ):
         if dut not in DUT_KINDS:
             raise BenchError("dut must be one of %s, not %r" % (", ".join(DUT_KINDS), dut))
@@ -78,6 +86,8 @@ class Simulation:
         self._clock_thread = None
         self._stop = threading.Event()
         self.started_s = None
+        self.control_port = control_port  # None: no bench control; 0: on a free port (hil/bench_control.py)
+        self.control = None
 
     # --- build ------------------------------------------------------------------
 
@@ -123,6 +133,10 @@ class Simulation:
         self.started_s = time.monotonic()
         self._clock_thread = threading.Thread(target=self._clock, name="battery-clock", daemon=True)
         self._clock_thread.start()
+        if self.control_port is not None:
+            from .bench_control import BenchControl
+
+            self.control = BenchControl(self, self.control_port).start()
         return self
 
     def _start_ble(self):
@@ -248,6 +262,8 @@ class Simulation:
             last = now
 
     def stop(self):
+        if self.control is not None:
+            self.control.stop()
         self._stop.set()
         if self.inverter is not None:
             self.inverter.stop()
@@ -304,6 +320,8 @@ class Simulation:
                     for slot, p in self.peripherals.items()
                 ],
             }
+        if self.control is not None:
+            result["control"] = {"http": self.control.url}
         result["slots"] = [
             {"slot": spec.slot, "type": spec.type, "address": spec.address, "bus": spec.bus, "name": spec.name}
             for spec in self.bench.batteries
@@ -341,6 +359,62 @@ def say(line):
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the rest of the process
 
 
+# --- what a person sees on a terminal (the JSON line stays with --json, --headless or a pipe) -------
+
+
+def summary_lines(endpoints, description=""):
+    """The endpoints a person needs, a few short lines: the device under test's dashboard and token,
+    the bench control, the ports a device under test attaches to, the BLE environment."""
+    lines = ["vbms sim: bench %s%s" % (endpoints["bench"], ": " + description if description else "")]
+    dut = endpoints["dut"]
+    if dut == "open":
+        lines.append("  device           none started: attach one to the dut ports below")
+    else:
+        lines.append("  dashboard        %s/   token %s" % (dut["http"], dut["token"]))
+    if "control" in endpoints:
+        lines.append("  bench control    %s/" % endpoints["control"]["http"])
+    if dut != "open":
+        lines.append("  device           %s, pid %d, log %s" % (dut["kind"], dut["pid"], dut["log"]))
+    for name, bus in endpoints["buses"].items():
+        others = ", ".join("%s %s" % (who, path) for who, path in bus["endpoints"].items() if who != DUT)
+        lines.append(
+            "  bus %-12s dut %s; %d baud %s; %s"
+            % (name, bus["endpoints"].get(DUT, "-"), bus["baud"], bus["protocol"] or "", others)
+        )
+    ble = endpoints.get("ble")
+    if ble:
+        lines.append(
+            "  BLE              dut adapter %s (%s); DBUS_SYSTEM_BUS_ADDRESS=%s"
+            % (ble["dut_adapter"], ble["dut_address"], ble["dbus_system_bus_address"])
+        )
+    lines.append("  Ctrl-C stops the bench; --json prints these endpoints as one JSON line.")
+    return lines
+
+
+def status_text(simulation):
+    """The lines under the Li-BMS table: time and each bus's counters; the inverter's warnings."""
+    from rich.text import Text
+
+    text = Text()
+    text.append("%ds" % (time.monotonic() - simulation.started_s), style="bold")
+    for name, bus in simulation.buses.items():
+        faults = len(bus.faults)
+        text.append("  %s: %d frames, %d collisions, " % (name, bus.frames, len(bus.collisions)))
+        text.append("%d fault%s" % (faults, "" if faults == 1 else "s"), style="yellow" if faults else None)
+    if simulation.inverter is not None:
+        warnings = simulation.inverter.warnings()
+        text.append("\ninverter warnings: ")
+        text.append("; ".join(warnings) if warnings else "none", style="bold red" if warnings else "green")
+    return text
+
+
+def live_view(simulation):
+    from rich.console import Group
+
+    parts = [] if simulation.inverter is None else [render_table(simulation.inverter)]
+    return Group(*parts, status_text(simulation))
+
+
 def run(args):
     try:
         bench = load(args.bench) if args.bench else load_default()
@@ -350,11 +424,28 @@ def run(args):
     if args.duration is not None and args.duration <= 0:
         sys.stderr.write("vbms sim: --duration must be positive\n")
         return 2
+    actions = None
+    if args.replay:
+        from .bench_control import read_actions
+
+        try:
+            actions = read_actions(args.replay)
+        except (OSError, ValueError) as error:
+            sys.stderr.write("vbms sim: cannot replay %s: %s\n" % (args.replay, getattr(error, "strerror", error)))
+            return 2
+        if not actions:
+            sys.stderr.write("vbms sim: %s holds no operator actions to replay\n" % args.replay)
+            return 2
     stop = threading.Event()
     for signal_number in STOP_SIGNALS:  # SIGHUP too: closing the terminal stops the bench cleanly
         signal.signal(signal_number, lambda *_: stop.set())
     simulation = Simulation(
-        bench, trace_path=args.trace, external_deye=args.external == "deye", ble=not args.no_ble, dut=args.dut
+        bench,
+        trace_path=args.trace,
+        external_deye=args.external == "deye",
+        ble=not args.no_ble,
+        dut=args.dut,
+        control_port=args.control_port,
     )
     try:
         simulation.start()
@@ -363,9 +454,20 @@ def run(args):
         simulation.stop()
         return 1
     try:
-        say(json.dumps(simulation.endpoints()))
+        terminal = sys.stdout.isatty()
+        as_json = args.json or args.headless or not terminal
+        if as_json:
+            say(json.dumps(simulation.endpoints()))
+        else:
+            for line in summary_lines(simulation.endpoints(), bench.description):
+                say(line)
+        if actions:
+            from .bench_control import replay
+
+            replaying = threading.Thread(target=replay, args=(actions, simulation.control, stop), daemon=True)
+            replaying.start()
         deadline = None if args.duration is None else time.monotonic() + args.duration
-        if args.headless or simulation.inverter is None or not sys.stdout.isatty():
+        if args.headless or not terminal:
             next_status = time.monotonic() + args.status_every
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 stop.wait(0.2)
@@ -376,15 +478,15 @@ def run(args):
             from rich.live import Live
 
             try:
-                with Live(render_table(simulation.inverter), refresh_per_second=2) as live:
+                with Live(live_view(simulation), refresh_per_second=2) as live:
                     while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                         stop.wait(0.5)
-                        live.update(render_table(simulation.inverter))
+                        live.update(live_view(simulation))
             except OSError:  # the terminal went away (its SIGHUP has set stop)
                 sys.stdout = open(os.devnull, "w")  # noqa: SIM115
         final = simulation.status()
         final["event"] = "stopped"
-        say(json.dumps(final))
+        say(json.dumps(final) if as_json else "vbms sim: stopped after %.0f s" % final["t_s"])
     finally:
         simulation.stop()
     return 0

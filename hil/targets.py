@@ -17,9 +17,9 @@ import time
 
 from vbms_core import modbus
 
+from . import operations
+
 TARGETS = ("des", "sim", "micropython", "esp32")
-ALARM_WORDS = {"alarm": "force_alarm_bits", "protect": "force_protect_bits", "fail": "force_fail_bits",
-               "error": "force_error_bits"}  # fmt: skip
 
 
 class TargetUnavailable(Exception):
@@ -46,12 +46,10 @@ class Target:
     def reset(self):
         """Back to a healthy bench, as the next scenario expects it: the device under test's saved
         configuration, the inverter's power profile, no faults, failures, forced alarms or refusals."""
-        from simulators.deye.profile import PowerProfile
-
         self._restore_config()
-        self.world.inverter.profile = PowerProfile(**self.bench.profile)
-        for bus in self.world.buses.values():
-            bus.clear_faults()
+        operations.set_profile(self.world, **self.bench.profile)
+        for bus in self.world.buses:
+            operations.clear_bus_faults(self.world, bus)
         for slot in self.world.devices:
             self.device_failure(slot, None)
             self.clear_alarms(slot)
@@ -95,9 +93,7 @@ class Target:
 
     def set_power(self, watts):
         """The inverter's power profile becomes a constant (positive: charging the batteries)."""
-        from simulators.deye.profile import PowerProfile
-
-        self.world.inverter.profile = PowerProfile("constant", watts=watts)
+        operations.set_power(self.world, watts)
 
     # --- the batteries ---------------------------------------------------------------------
     def battery(self, slot):
@@ -131,24 +127,19 @@ class Target:
 
     def device_failure(self, slot, failure):
         """A device fails (silent, garbage, bad_checksum, slow, stuck, ...), or recovers with None."""
-        self.world.devices[slot].set_failure(failure)
+        operations.device_failure(self.world, slot, failure)
 
     def raise_alarm(self, slot, word, bit):
         """A BMS raises a bit of one of its alarm words (BYD: alarm, protect, fail; JK: error)."""
-        setattr(self.world.devices[slot], ALARM_WORDS[word], 1 << bit)
+        operations.raise_alarm(self.world, slot, word, bit)
 
     def clear_alarms(self, slot):
-        device = self.world.devices[slot]
-        for attribute in ALARM_WORDS.values():
-            if hasattr(device, attribute):
-                setattr(device, attribute, 0)
+        operations.clear_alarms(self.world, slot)
 
     # --- the wires ------------------------------------------------------------------------
     def bus_fault(self, bus, kind, source=None, count=None):
         """A fault on a bus (hil/wires/faults.py: drop, corrupt, noise, delay, disconnect), the same on every target."""
-        from .wires.faults import Fault
-
-        self.world.buses[bus].add_fault(Fault(kind, source=source, count=count))
+        operations.bus_fault(self.world, bus, kind, source=source, count=count)
 
     def drop_ble(self, slot, refuse=False):
         """The radio link to a JK module is lost (refuse: the module refuses to reconnect)."""
@@ -216,7 +207,7 @@ class DesTarget(Target):
         return self.world.rpc(method, params, self.token if authenticated else None)
 
     def restart_dut(self):
-        self.world.env.process(self.world._reboot())
+        self.world.restart()
         self.world.run_for(1.0)
 
     def dut_log_tail(self, lines=30):
@@ -245,12 +236,10 @@ class SimTarget(Target):
         return _classify(self.world.inverter.raw_exchange(_read_request(unit, function, address, count)))
 
     def drop_ble(self, slot, refuse=False):
-        self.device_failure(slot, "refuse_reconnect" if refuse else "disconnect")
+        operations.drop_ble(self.world, slot, refuse)
 
     def allow_ble(self, slot):
-        device = self.world.devices[slot]
-        if getattr(device, "failure", None) in ("refuse_reconnect", "disconnect"):
-            device.set_failure(None)
+        operations.allow_ble(self.world, slot)
 
     def rpc(self, method, params=None, authenticated=True):
         token = self.token if authenticated else None
@@ -283,31 +272,79 @@ class MicropythonTarget(SimTarget):
 
 
 class Esp32Target(Target):
-    """A real board: needs a bench file naming its ports (see hil/benches/esp32-example.toml)."""
+    """A board the harness did not start, named by the bench's [esp32] section: a real ESP32, or the
+    virtual board (hil/board.py VirtualBoard) that stands in for one in CI.
+
+    Start: the bench is checked against the machine (ports, Bluetooth adapters), the RS485 adapters are
+    probed for echo, the simulated modules answer on the battery adapter and the JK modules advertise on
+    their Bluetooth adapters (hil/shared_port.py), the board is reset (and, with deploy_tree, the build
+    copied onto it first), its ready line awaited, the bench's configuration put on it over RPC, and the
+    DEYE simulator starts on the inverter adapter.  A mistake in the bench or a board that does not come
+    up is a hil.board.BoardError saying how to fix it.  stop() leaves the board running.
+    """
 
     name = "esp32"
 
-    def __init__(self, bench, bench_path):
-        super().__init__(bench)
-        ports = getattr(bench, "esp32", None) or {}
-        missing = [key for key in ("inverter_port", "bms_port", "console_port") if key not in ports]
-        if missing:
-            raise TargetUnavailable(
-                "the esp32 target needs a bench file with [esp32] %s (see hil/benches/esp32-example.toml)"
-                % ", ".join(missing)
-            )
-        absent = [ports[key] for key in ("inverter_port", "bms_port", "console_port") if not os.path.exists(ports[key])]
-        if absent:
-            raise TargetUnavailable("ESP32 bench hardware is absent: %s not found" % ", ".join(absent))
-        import serial
+    def __init__(self, bench, bench_path=None, deploy_tree=None):
+        from .board import Board, check_bench, check_echo
+        from .shared_port import AdapterBench
 
-        self.ports = {key: serial.Serial(ports[key], 9600, timeout=0.5) for key in ("inverter_port", "bms_port")}
-        for port in self.ports.values():
-            port.close()
-        raise TargetUnavailable(
-            "the ports of %s open; the ESP32 firmware is not built yet (firmware/), so there is no board to test"
-            % bench_path
-        )
+        super().__init__(bench)
+        self.bench_path = bench_path
+        check_bench(bench)
+        esp32 = bench.esp32
+        self.board = None
+        self.world = AdapterBench(bench)
+        try:
+            for key, bus in (("inverter_port", self.world.inverter_bus), ("bms_port", self.world.bms_bus)):
+                check_echo(esp32[key], bench.buses[bus].baud if bus else 9600, key)
+            self.board = Board(esp32).open()
+            self.world.start()
+            if deploy_tree is not None:
+                self.board.deploy(deploy_tree, frozen=esp32["deploy_frozen"])
+            self.board.wait_ready(self.board.reset())
+            self.board.configure(bench)
+            self.token = self.board.token
+            self.world.start_inverter()
+        except BaseException:
+            self.stop()
+            raise
+        self._started = time.monotonic()
+
+    def advance(self, seconds):
+        time.sleep(seconds)
+
+    def now_s(self):
+        return time.monotonic() - self._started
+
+    def inverter_read(self, unit, address, count, function=modbus.READ_INPUT):
+        return _classify(self.world.inverter.raw_exchange(_read_request(unit, function, address, count)))
+
+    def drop_ble(self, slot, refuse=False):
+        self.device_failure(slot, "refuse_reconnect" if refuse else "disconnect")
+
+    def allow_ble(self, slot):
+        device = self.world.devices[slot]
+        if getattr(device, "failure", None) in ("refuse_reconnect", "disconnect"):
+            device.set_failure(None)
+
+    def rpc(self, method, params=None, authenticated=True):
+        status, body = self.board.rpc(method, params if params is not None else {}, authenticated)
+        return (body, None) if status == 200 else (None, body["error"])
+
+    def restart_dut(self):
+        self.board.restart()
+
+    def dashboard_url(self):
+        return self.board.url()
+
+    def dut_log_tail(self, lines=30):
+        return [] if self.board is None else self.board.tail(lines)
+
+    def stop(self):
+        self.world.stop()
+        if self.board is not None:
+            self.board.close()
 
 
 def _read_request(unit, function, address, count):
@@ -334,5 +371,5 @@ def make_target(name, bench, bench_path=None):
     if name == "micropython":
         return MicropythonTarget(bench)
     if name == "esp32":
-        return Esp32Target(bench, bench_path)
+        return Esp32Target(bench, bench_path)  # deploying a build first: Esp32Target(..., deploy_tree=...)
     raise ValueError("unknown target %r; choose one of %s" % (name, ", ".join(TARGETS)))

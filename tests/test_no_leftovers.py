@@ -76,7 +76,7 @@ def read_until_started(fd, timeout_s):
 
 @pytest.mark.parametrize("display", ["live table", "headless"])
 def test_closing_the_terminal_of_dev_run_leaves_nothing_running(display):
-    options = ["--duration", "600"] + (["--headless"] if display == "headless" else [])
+    options = ["--duration", "600"] + (["--headless"] if display == "headless" else ["--json"])
     pid, terminal = pty.fork()
     if pid == 0:  # the child: ./dev run in a terminal of its own, as a person would start it
         os.chdir(ROOT)

@@ -1,6 +1,7 @@
 """`vbms report`: the series, warnings and failing scenarios it shows, from traces built with the project's
 own DEYE encoders (vbms_core.deye, vbms_core.modbus) and from reports written by a real pytest run."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -270,3 +271,22 @@ def test_long_series_are_thinned_but_keep_their_extremes():
     assert (1234.0, 100.0) in kept and (4321.0, -50.0) in kept
     assert [t for t, _ in kept] == sorted(t for t, _ in kept)
     assert decimate(points[:10]) == points[:10]
+
+
+def test_operator_actions_are_on_the_time_axis(tmp_path, capsys):
+    """What a person did on the bench control (hil/bench_control.py) shows on the warnings' time axis."""
+    from hil.bench_control import OPERATOR, OPERATOR_CHANNEL
+
+    path = tmp_path / "run.jsonl"
+    trace = Trace(str(path), {"inverter": "deye"})
+    for cycle in range(4):
+        reply = modbus.encode_read_response(0, modbus.READ_INPUT, registers(5330, 0, 800))
+        poll(trace, 1.0 + cycle, 0, reply)
+    action = {"op": "set_soc", "params": {"slot": 0, "soc_pct": 40}, "result": None}
+    trace.record(OPERATOR_CHANNEL, 2.5, OPERATOR, json.dumps(action).encode())
+    trace.close()
+    out = tmp_path / "run.html"
+    assert main(["report", str(path), "--out", str(out)]) == 0
+    page = out.read_text()
+    assert "set_soc slot=0 soc_pct=40 at 0:02" in page  # 1.5 s after the first record, in whole seconds
+    assert page.count('class="op"') == 1
