@@ -202,7 +202,18 @@ class DesHarness(Harness):
         super().__init__()
         bench = load_default()
         self.world = DesBench(bench)
-        self.world.feed = self.record  # what the executor feeds back is recorded, not run
+        # Nothing configured: the proxy's own traffic stays out of the way, and its ticker sleeps.
+        self.world.proxy = app.Proxy({}, 0)
+        feed = self.world.feed
+
+        def record(event):
+            """What the executor feeds back is recorded, not run; the ticker's ticks still reach the proxy."""
+            if isinstance(event, ev.Tick):
+                feed(event)
+            else:
+                self.record(event)
+
+        self.world.feed = record
         self.present_address = bench.battery(self.present_slot).address
 
     def execute(self, actions):
