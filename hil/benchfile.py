@@ -300,12 +300,97 @@ def parse(data, source="<bench>"):
             "must be a MAC address",
         )
     bench.dut = {"ble_address": dut.get("ble_address", "00:AA:BB:CC:DD:EE").upper()}
-    esp32 = data.get("esp32", {})
-    _known_keys(esp32, "esp32", ("inverter_port", "bms_port", "console_port", "ble_adapter", "rpc_url"))
-    for key, value in esp32.items():
-        _expect(isinstance(value, str) and value, "esp32.%s" % key, "must be text (a port path, adapter or URL)")
-    bench.esp32 = dict(esp32)
+    bench.esp32 = _esp32(data.get("esp32", {}), bench)
     return bench
+
+
+# --- [esp32]: a board the harness did not start (hil/board.py; hil/benches/esp32-example.toml) -------------
+
+ESP32_PORTS = ("console_port", "inverter_port", "bms_port")
+ESP32_RESETS = ("dtr_rts", "soft", "command")
+ESP32_DEFAULTS = {"reset": "dtr_rts", "console_baud": 115200, "ready_timeout_s": 30.0, "deploy_frozen": False}
+ESP32_KEYS = ESP32_PORTS + (
+    "ble_adapters", "ble_dbus_address", "rpc_url", "rpc_token", "reset", "reset_command", "console_baud",
+    "ready_timeout_s", "deploy_frozen",
+)  # fmt: skip
+ADAPTER = re.compile(r"^hci[0-9]+$")
+
+
+def _esp32(table, bench):
+    """The [esp32] section, checked whole (the ports' presence is checked when the target opens them):
+    {} when the bench has none, else every key with its default."""
+    _expect(isinstance(table, dict), "esp32", "must be a table ([esp32])")
+    if not table:
+        return {}
+    if "ble_adapter" in table:
+        raise BenchError(
+            'esp32.ble_adapter: use ble_adapters = ["hci0", ...], one Bluetooth adapter per JK BLE battery (each '
+            "simulated module advertises with its adapter's own MAC)"
+        )
+    _known_keys(table, "esp32", ESP32_KEYS)
+    missing = [key for key in ESP32_PORTS if key not in table]
+    _expect(
+        not missing,
+        "esp32",
+        "missing %s: name the board's console, the USB-RS485 adapter wired to its inverter side and the one wired "
+        "to its battery side (see hil/benches/esp32-example.toml)" % ", ".join(missing),
+    )
+    esp32 = dict(ESP32_DEFAULTS)
+    for key in ESP32_PORTS + ("ble_dbus_address", "rpc_token"):
+        if key in table:
+            _expect(isinstance(table[key], str) and table[key], "esp32." + key, "must be text, not %r" % (table[key],))
+            esp32[key] = table[key]
+    if "rpc_url" in table:
+        url = table["rpc_url"]
+        _expect(
+            isinstance(url, str) and url.startswith(("http://", "https://")),
+            "esp32.rpc_url",
+            "must be the board's address as a URL, like http://192.168.1.50, not %r" % (url,),
+        )
+        esp32["rpc_url"] = url.rstrip("/")
+    esp32["reset"] = _choice(table, "reset", "esp32", ESP32_RESETS, "dtr_rts")
+    command = table.get("reset_command")
+    if command is not None:
+        _expect(
+            (isinstance(command, str) and command.strip())
+            or (isinstance(command, list) and command and all(isinstance(part, str) for part in command)),
+            "esp32.reset_command",
+            "must be a command line (text, or a list of words), not %r" % (command,),
+        )
+        esp32["reset_command"] = command
+    _expect(
+        esp32["reset"] != "command" or command is not None,
+        "esp32.reset_command",
+        'reset = "command" needs the command that resets the board (a relay, a USB hub port, the virtual board)',
+    )
+    esp32["console_baud"] = _int(table, "console_baud", "esp32", 115200, 300, 4_000_000)
+    esp32["ready_timeout_s"] = _number(table, "ready_timeout_s", "esp32", 30.0, 1.0)
+    frozen = table.get("deploy_frozen", False)
+    _expect(isinstance(frozen, bool), "esp32.deploy_frozen", "must be true or false")
+    esp32["deploy_frozen"] = frozen
+    adapters = table.get("ble_adapters", [])
+    _expect(
+        isinstance(adapters, list) and all(isinstance(a, str) and ADAPTER.match(a) for a in adapters),
+        "esp32.ble_adapters",
+        'must be a list of Bluetooth adapter names like ["hci0", "hci1"], not %r' % (adapters,),
+    )
+    _expect(len(set(adapters)) == len(adapters), "esp32.ble_adapters", "names an adapter twice")
+    esp32["ble_adapters"] = list(adapters)
+    check_ble_adapter_count(bench, esp32)
+    return esp32
+
+
+def check_ble_adapter_count(bench, esp32):
+    """BenchError unless [esp32] names an adapter for every JK BLE battery (one MAC each)."""
+    jk = [spec for spec in bench.batteries if spec.type == "jk_ble"]
+    adapters = esp32.get("ble_adapters", [])
+    _expect(
+        len(adapters) >= len(jk),
+        "esp32.ble_adapters",
+        "the bench has %d JK BLE batteries (slots %s) but names %d Bluetooth adapters: each simulated JK module "
+        "needs an adapter of its own, as it advertises with that adapter's MAC"
+        % (len(jk), ", ".join(str(spec.slot) for spec in jk), len(adapters)),
+    )
 
 
 def _endpoint_names(bench, bus):

@@ -3,6 +3,11 @@
 Options:
   --target des|sim|micropython|esp32   the world scenarios run in (default des)
   --bench FILE             the bench file (default: the embedded default bench)
+  --deploy                 esp32: build the firmware and copy it onto the board before the first scenario
+With --target esp32 the bench file's [esp32] section names the board's console, its two RS485 adapters
+and the Bluetooth adapters (hil/benches/esp32-example.toml); it is checked before anything runs, and a
+mistake stops the session with what to fix.  Without --bench, esp32 runs on the virtual board (hil/board.py
+VirtualBoard: the firmware on the MicroPython unix port behind PTYs, started once per session).
 Tags (Gherkin tags become these markers; a scenario that cannot run on the
 chosen target is skipped with the reason):
   des_only      needs simulated time (long waits, days of SOC drift)
@@ -23,9 +28,11 @@ Fixtures:
   mqtt_broker      a real mosquitto on a free localhost port; "host:port".
 """
 
+import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -57,22 +64,49 @@ def pytest_addoption(parser):
         help="where scenarios run (default des)",
     )
     group.addoption("--bench", default=None, help="bench file (TOML); default: the embedded default bench")
+    group.addoption(
+        "--deploy",
+        action="store_true",
+        help="esp32: build the firmware (vbms firmware build) and copy it onto the board (vbms firmware deploy) first",
+    )
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "ble: needs the BLE environment (dbus-daemon + BlueZoo)")
     for tag, meaning in TAGS.items():
         config.addinivalue_line("markers", "%s: %s" % (tag, meaning))
+    if config.getoption("--deploy", False) and config.getoption("--target", None) != "esp32":
+        raise pytest.UsageError("--deploy copies the firmware onto a board: it goes with --target esp32")
+    if config.getoption("--target", None) == "esp32" and config.getoption("--bench", None):
+        check_esp32_bench(config.getoption("--bench"))
+
+
+def check_esp32_bench(path):
+    """A bench file for a board, checked before any scenario runs: its [esp32] keys, its ports, its
+    Bluetooth adapters.  A mistake is the user's: a usage error saying what to fix, never a skip."""
+    from hil.benchfile import BenchError, load
+    from hil.board import BoardError, check_bench
+
+    try:
+        check_bench(load(path))
+    except (BenchError, BoardError) as error:
+        raise pytest.UsageError("--bench %s: %s" % (path, error)) from None
 
 
 def pytest_collection_modifyitems(config, items):
     target = config.getoption("--target")
+    virtual_board = target == "esp32" and not config.getoption("--bench")
     for item in items:
         for tag in UNSUPPORTED[target]:
             if item.get_closest_marker(tag) is not None:
                 item.add_marker(
                     pytest.mark.skip(reason="%s: the %s target cannot run it (%s)" % (tag, target, TAGS[tag]))
                 )
+        if virtual_board and item.get_closest_marker("needs_radio") is not None:
+            item.add_marker(
+                pytest.mark.skip(reason="needs_radio: the virtual board (--target esp32 without --bench) has BlueZoo, "
+                                 "no radio; give a real board's --bench")
+            )  # fmt: skip
 
 
 def load_bench(config):
@@ -103,16 +137,77 @@ class BenchPool:
         self.name = config.getoption("--target")
         self.default_bench, self.bench_path = load_bench(config)
         self._shared = None
+        self.virtual_board = None  # esp32 without --bench: the board CI has, one per session
+        self.broken = None  # esp32: why the board could not be used; later scenarios fail with it at once
+        self._deploy = config.getoption("--deploy", False)
+        self._directory = None
 
     def _make(self, bench):
         from hil.targets import TargetUnavailable, make_target
 
+        if self.name == "esp32":
+            return self._make_esp32(bench)
         try:
             return make_target(self.name, bench, self.bench_path)
         except TargetUnavailable as reason:
             pytest.skip(str(reason))
 
+    # --- esp32: a board the harness did not start ------------------------------------------------
+    def _esp32_failed(self, error):
+        self.broken = str(error)
+        pytest.fail(self.broken, pytrace=False)
+
+    def _start_virtual_board(self):
+        """esp32 without --bench: the virtual board, at the first scenario that needs a board; the
+        default bench becomes the bench file it writes (the default bench with an [esp32] section)."""
+        if self.name != "esp32" or self.bench_path is not None or self.broken is not None:
+            return
+        from importlib import resources
+
+        from hil.benchfile import load
+        from hil.board import VirtualBoard
+
+        self._directory = tempfile.mkdtemp(prefix="vbms-esp32-")
+        text = resources.files("hil").joinpath("benches/default.toml").read_text()
+        try:
+            self.virtual_board = VirtualBoard(text, self._directory).start()
+        except Exception as error:  # noqa: BLE001 - BoardError, BlueZoo's, the unix port's: all mean no board
+            self._esp32_failed("the virtual board did not start: %s" % error)
+        self.bench_path = str(self.virtual_board.bench_path)
+        self.default_bench = load(self.bench_path)
+
+    def _deploy_tree(self):
+        """--deploy: the build to copy onto the board, made once; None after the first board has it."""
+        if not self._deploy:
+            return None
+        from hil import firmware
+
+        self._deploy = False
+        if self._directory is None:
+            self._directory = tempfile.mkdtemp(prefix="vbms-esp32-")  # removed at the session's end
+        out = os.path.join(self._directory, "firmware")
+        try:
+            firmware.build(out)
+        except firmware.FirmwareError as error:
+            self._esp32_failed("--deploy: the firmware did not build: %s" % error)
+        return os.path.join(out, "tree")
+
+    def _make_esp32(self, bench):
+        from hil.benchfile import BenchError
+        from hil.board import BoardError
+        from hil.targets import Esp32Target
+
+        if self.broken is not None:
+            pytest.fail("the esp32 bench failed earlier in this session: %s" % self.broken, pytrace=False)
+        if not bench.esp32:  # a scenario's own bench runs on the same board and adapters
+            bench.esp32 = dict(self.default_bench.esp32)
+        try:
+            return Esp32Target(bench, self.bench_path, deploy_tree=self._deploy_tree())
+        except (BoardError, BenchError) as error:
+            self._esp32_failed(error)
+
     def shared(self):
+        self._start_virtual_board()
         if self.name == "des":
             return self._make(self.default_bench), True
         if self._shared is None:
@@ -121,6 +216,7 @@ class BenchPool:
         return self._shared, False
 
     def own(self, bench):
+        self._start_virtual_board()
         if self._shared is not None:
             self._shared.stop()
             self._shared = None
@@ -136,6 +232,12 @@ class BenchPool:
         if self._shared is not None:
             self._shared.stop()
             self._shared = None
+        if self.virtual_board is not None:
+            self.virtual_board.stop()
+            self.virtual_board = None
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            self._directory = None
 
 
 class ScenarioBench:

@@ -20,6 +20,7 @@ from vbms_core import modbus
 from . import operations
 
 TARGETS = ("des", "sim", "micropython", "esp32")
+FIDELITIES = ("full", "fast")  # Target.set_fidelity
 
 
 class TargetUnavailable(Exception):
@@ -58,6 +59,16 @@ class Target:
 
     def remember_config(self):
         self._initial_config = self.rpc("Config.Get")[0]
+
+    def set_fidelity(self, fidelity):
+        """How much of the world a simulated target models: "full" (every BLE chunk and frame,
+        the battery models stepped every second; the default) or "fast" (what the inverter can
+        see, and the rest only when somebody reads it: hil/des.py says what that leaves out).
+        A scenario that looks only at the inverter may ask for "fast"; one that looks at BLE or
+        at what a device's stream does between the inverter's polls keeps "full".  A real-time
+        target always models the world in full and takes either."""
+        if fidelity not in FIDELITIES:
+            raise ValueError("unknown fidelity %r; choose one of %s" % (fidelity, ", ".join(FIDELITIES)))
 
     def _restore_config(self):
         """Put the configuration back as it was (a scenario may have saved changes)."""
@@ -191,6 +202,23 @@ class DesTarget(Target):
     def now_s(self):
         return self.world.env.now
 
+    def set_fidelity(self, fidelity):
+        super().set_fidelity(fidelity)
+        self.world.set_fidelity(fidelity)
+
+    # a device's state changes at the scenario's time: what its stream sent before goes out first
+    def device_failure(self, slot, failure):
+        self.world.device_changes(slot)
+        super().device_failure(slot, failure)
+
+    def raise_alarm(self, slot, word, bit):
+        self.world.device_changes(slot)
+        super().raise_alarm(slot, word, bit)
+
+    def clear_alarms(self, slot):
+        self.world.device_changes(slot)
+        super().clear_alarms(slot)
+
     def inverter_read(self, unit, address, count, function=modbus.READ_INPUT):
         world = self.world
         process = world.env.process(world.inverter.ask(_read_request(unit, function, address, count)))
@@ -212,6 +240,11 @@ class DesTarget(Target):
 
     def dut_log_tail(self, lines=30):
         return ["%10.3f %s %s %s" % entry for entry in list(self.world.dut_log)[-lines:]]
+
+    def trace_tail(self, count=40):
+        """Four JK modules stream a few dozen BLE chunks a second: a quarter of the tail at most, so the
+        RS485 frames of the last seconds stay in a failure report."""
+        return self.world.trace.tail(count, ble=count // 4)
 
 
 class SimTarget(Target):

@@ -1,0 +1,412 @@
+"""The harness's side of the USB-RS485 adapters wired to a board (the esp32 target).
+
+On a bench with a board the simulators sit on no simulated bus: the DEYE simulator talks through one
+adapter to the board's inverter port, and every simulated BMS module answers through ONE adapter on the
+board's battery port, each at its own address, as modules on one RS485 line do.
+
+  SharedPort    several device models on one serial port: it splits what the board sends into frames on
+                t3.5 silence (vbms_core.modbus.RtuFramer), hands each frame to every model, and writes the
+                answer of the one it is for (a model answers only its own address).
+  AdapterEnd    one bus as the harness sees it through its adapter: the fault rules (hil/wires/faults.py,
+                the same model as the simulated buses) and the trace.  A fault acts where the harness can
+                act: on the frames it sends (drop, corrupt, noise, delay, disconnect) and on the frames it
+                hears from the board before its models see them (drop, corrupt).  Frames the board sends to
+                the inverter reach it as the wire carries them: a fault from "dut" on the inverter bus is
+                refused (BusError says so).
+  FaultyLine    a pyserial port whose writes go through an AdapterEnd: the DEYE simulator's pymodbus line.
+  AdapterBench  the esp32 target's world: the bench's device models (hil/builder.py) on the adapters named
+                in [esp32], the JK modules as bless peripherals on their Bluetooth adapters, the inverter
+                (simulators/deye) and the clock that moves current through the battery models.
+"""
+
+import asyncio
+import os
+import select
+import threading
+import time
+
+import serial
+
+from vbms_core.modbus import NEED_DATA, RtuFramer, char_time_us, silence_us
+
+from .builder import build_devices
+from .trace import Trace
+from .wires.faults import NOISE_SILENCE_T35, BusError, Fault, FaultModel
+
+DUT = "dut"  # the board, on every bus
+INVERTER = "deye"
+RS485_TYPES = ("byd_pro", "jk_rs485", "jk_4e57")
+
+
+class AdapterEnd:
+    """One bus seen from the harness's adapter.  names: who answers or asks on the harness's side
+    (the inverter, the modules); the board is "dut".  Has what Target.bus_fault and reset use:
+    add_fault, remove_fault, clear_faults, faults."""
+
+    def __init__(self, name, baud, protocol, names, trace=None, seed=0, t0=None, hears_board=True):
+        self.name = name
+        self.baud = baud
+        self.protocol = protocol
+        self.names = list(names)
+        self.trace = trace
+        self.hears_board = hears_board  # False: the board's frames are not framed here (the inverter's line)
+        self.char_s = char_time_us(baud) / 1e6
+        self.gap_s = silence_us(baud) / 1e6
+        self.model = FaultModel(self.char_s, self.gap_s, seed)
+        self.t0 = time.monotonic() if t0 is None else t0
+        self._lock = threading.Lock()
+
+    # --- faults -------------------------------------------------------------------------
+    @property
+    def faults(self):
+        return self.model.faults
+
+    def add_fault(self, fault):
+        known = self.names + [DUT]
+        for name in (fault.source, fault.target):
+            if name is not None and name not in known:
+                raise BusError("bus %s has no endpoint %r (it has: %s)" % (self.name, name, ", ".join(known)))
+        if fault.source == DUT and not self.hears_board:
+            raise BusError(
+                "on a board's bench the harness sits at one end of bus %s: it can fault what it sends, not what the "
+                "board sends to the inverter (use source %s, or no source)" % (self.name, ", ".join(self.names))
+            )
+        with self._lock:
+            self.model.add(fault)
+        return fault
+
+    def remove_fault(self, fault):
+        with self._lock:
+            self.model.remove(fault)
+
+    def clear_faults(self):
+        with self._lock:
+            self.model.clear()
+
+    # --- frames ---------------------------------------------------------------------------
+    def now(self):
+        return time.monotonic() - self.t0
+
+    def heard(self, frame, receivers):
+        """The Decision for a frame the board sent, heard by receivers (model names); traced."""
+        with self._lock:
+            decision = self.model.decide(DUT, frame, self.now(), receivers)
+        self.record(DUT, frame, decision.faults)
+        return decision
+
+    def send(self, line, source, frame, stop=None):
+        """Write frame from source (a harness device) on line, through the fault rules: a delay, a burst of
+        noise and twice t3.5 of silence before it, a flipped bit, or nothing at all.  stop: an Event that
+        cuts the waits short."""
+        with self._lock:
+            decision = self.model.decide(source, frame, self.now(), [DUT])
+        if not decision.sent:
+            return
+        wait = (lambda s: stop.wait(s)) if stop is not None else (lambda s: time.sleep(s) or False)
+        delay_s = decision.noise_start_s - self.now()
+        if delay_s > 0 and wait(delay_s):
+            return
+        if decision.noise:
+            line.write(decision.noise)
+            self.record("noise", decision.noise)
+            if wait(len(decision.noise) * self.char_s + NOISE_SILENCE_T35 * self.gap_s):
+                return
+        data = decision.received(DUT, frame)
+        self.record(source, frame, decision.faults)
+        if data is not None:
+            line.write(data)
+
+    def record(self, source, raw, faults=()):
+        if self.trace is not None and raw:
+            self.trace.record(self, self.now(), source, raw, faults)
+
+
+class SharedPort:
+    """Device models answering on one serial port, each at its own address.
+
+    models: {name: model}; model.handle(frame) returns (reply, delay_s) or None (not for it), and
+    model.request_lengths the lengths of the requests it answers.  On a loaded host two requests
+    can be read in one go and merge: a frame that no model answers is tried again by its trailing
+    bytes at each request length (a module resynchronising on the last request it heard).
+    Two models answering one frame would collide on a real line: the first answers, the clash is
+    kept in `clashes`.
+    """
+
+    def __init__(self, port, baud, models, end):
+        self.port = port
+        self.baud = baud
+        self.models = dict(models)
+        self.end = end
+        self.errors = []
+        self.clashes = []
+        self.answered = {name: 0 for name in self.models}
+        self._stop = threading.Event()
+        self._thread = None
+        self._line = None
+
+    def start(self):
+        """Opens the port (for itself: exclusive); OSError or serial.SerialException when it cannot."""
+        self._line = serial.Serial(self.port, self.baud, timeout=0, exclusive=True)
+        self._thread = threading.Thread(target=self._run, name="shared-port", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._line is not None:
+            self._line.close()
+
+    def answer(self, frame):
+        """(name, reply, delay_s) of the model a frame is for, after the faults on what the board sent; or None."""
+        decision = self.end.heard(frame, list(self.models))
+        answers = []
+        for name, model in self.models.items():
+            heard = decision.received(name, frame)
+            if heard is None:
+                continue
+            answer = _ask(model, heard)
+            if answer is not None:
+                answers.append((name,) + tuple(answer))
+        if not answers:
+            return None
+        if len(answers) > 1:
+            self.clashes.append((frame, [name for name, _, _ in answers]))
+        self.answered[answers[0][0]] += 1
+        return answers[0]
+
+    def _run(self):
+        framer = RtuFramer(self.baud)
+        line = self._line
+        while not self._stop.is_set():
+            try:
+                waiting = line.in_waiting
+                data = line.read(waiting) if waiting else b""
+            except (OSError, serial.SerialException) as error:
+                self.errors.append(str(error))
+                return
+            now_us = int(time.monotonic() * 1e6)
+            if data:
+                framer.feed(data, now_us)
+            while (frame := framer.next_event(now_us)) is not NEED_DATA:
+                answer = self.answer(frame.raw)
+                if answer is None:
+                    continue
+                name, reply, delay_s = answer
+                if delay_s > 0 and self._stop.wait(delay_s):
+                    return
+                try:
+                    self.end.send(line, name, reply, self._stop)
+                except (OSError, serial.SerialException) as error:
+                    self.errors.append(str(error))
+                    return
+            if not data:
+                timeout_s = framer.gap_us / 1e6 if framer.pending() else 0.2
+                try:
+                    select.select([line.fileno()], [], [], timeout_s)
+                except (OSError, ValueError):
+                    return
+
+
+def _cannot_open(key, path, error):
+    from .board import BoardError
+
+    return BoardError("cannot open %s %s: %s (is another program using the port?)" % (key, path, error))
+
+
+def _ask(model, frame):
+    answer = model.handle(frame)
+    for length in getattr(model, "request_lengths", ()):
+        if answer is not None:
+            break
+        if len(frame) > length:
+            answer = model.handle(frame[-length:])
+    return answer
+
+
+class FaultyLine:
+    """A pyserial port whose writes go through an AdapterEnd as frames from `source`; what is read is
+    traced as the board's frame (the bytes read between two writes: its answer to the first)."""
+
+    def __init__(self, line, end, source):
+        self.__dict__.update(line=line, end=end, source=source, heard=bytearray())
+
+    def write(self, data):
+        self._trace_heard()
+        self.end.send(self.line, self.source, bytes(data))
+        return len(data)
+
+    def read(self, size=1):
+        data = self.line.read(size)
+        self.heard.extend(data)
+        return data
+
+    def _trace_heard(self):
+        if self.heard:
+            self.end.record(DUT, bytes(self.heard))
+            self.heard.clear()
+
+    def __getattr__(self, name):
+        return getattr(self.line, name)
+
+    def __setattr__(self, name, value):
+        setattr(self.line, name, value)
+
+
+class AdapterBench:
+    """The simulated side of a bench with a board: the devices of `bench` on the adapters of bench.esp32.
+
+    start() opens the BMS adapter (every RS485 module on it), starts the JK BLE peripherals (one per
+    adapter of esp32.ble_adapters, in the order of the bench's JK batteries: each is fully up before the
+    board can look for it) and the battery clock; start_inverter() starts the DEYE simulator on the
+    inverter adapter once the board is configured.
+    Has what the Target vocabulary uses: bench, batteries, devices, inverter, buses, trace.
+    """
+
+    def __init__(self, bench, trace_path=None):
+        from .benchfile import BenchError
+
+        self.bench = bench
+        self.esp32 = bench.esp32
+        self.trace = Trace(trace_path, {name: bus.protocol for name, bus in bench.buses.items()})
+        self.batteries, self.devices = build_devices(bench)
+        bms_buses = sorted({spec.bus for spec in bench.batteries if spec.type in RS485_TYPES})
+        if len(bms_buses) > 1:
+            raise BenchError(
+                "a board has one battery port; this bench puts batteries on buses %s" % ", ".join(bms_buses)
+            )
+        self.bms_bus = bms_buses[0] if bms_buses else None
+        self.inverter_bus = bench.inverter["bus"] if bench.inverter else None
+        if self.bms_bus is not None and self.bms_bus == self.inverter_bus:
+            raise BenchError(
+                "bus %s carries both the inverter and batteries; a board has an inverter port and a battery port, "
+                "so the bench needs a bus for each" % self.bms_bus
+            )
+        t0 = time.monotonic()
+        self.buses = {}
+        for name, spec in bench.buses.items():
+            if name == self.inverter_bus:
+                names, hears_board = [INVERTER, "inverter"], False
+            else:
+                names, hears_board = [s.name for s in bench.batteries if s.bus == name], True
+            self.buses[name] = AdapterEnd(
+                name, spec.baud, spec.protocol, names, self.trace, bench.seed, t0, hears_board
+            )
+        for fault in bench.faults:
+            self.buses[fault.bus].add_fault(Fault.from_spec(fault))
+        self.inverter = None
+        self.shared_port = None
+        self.peripherals = {}
+        self.started_s = None
+        self._loop = None
+        self._loop_thread = None
+        self._clock_thread = None
+        self._stop = threading.Event()
+        self._dbus_before = None
+
+    # --- start ---------------------------------------------------------------------------
+    def start(self):
+        self.started_s = time.monotonic()
+        if self.bms_bus is not None:
+            from .sim import _JkRs485Model
+
+            models = {}
+            for spec in self.bench.batteries:
+                if spec.bus == self.bms_bus:
+                    device = self.devices[spec.slot]
+                    models[spec.name] = device if spec.type == "byd_pro" else _JkRs485Model(device, spec.type)
+            baud = self.bench.buses[self.bms_bus].baud
+            port = SharedPort(self.esp32["bms_port"], baud, models, self.buses[self.bms_bus])
+            try:
+                self.shared_port = port.start()
+            except (OSError, serial.SerialException) as error:
+                raise _cannot_open("bms_port", self.esp32["bms_port"], error) from None
+        self.start_ble()
+        self._clock_thread = threading.Thread(target=self._clock, name="battery-clock", daemon=True)
+        self._clock_thread.start()
+        return self
+
+    def start_ble(self):
+        jk_ble = [spec for spec in self.bench.batteries if spec.type == "jk_ble"]
+        if not jk_ble:
+            return
+        from simulators.jk.ble import JkBlePeripheral
+
+        if self.esp32.get("ble_dbus_address"):  # bless and dbus-fast find BlueZ there (the virtual board's BlueZoo)
+            self._dbus_before = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", "")
+            os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = self.esp32["ble_dbus_address"]
+        self._loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(target=self._loop.run_forever, name="ble-loop", daemon=True)
+        self._loop_thread.start()
+        for spec, adapter in zip(jk_ble, self.esp32["ble_adapters"], strict=False):
+            peripheral = JkBlePeripheral(
+                self.devices[spec.slot], adapter=adapter, name=spec.name, gatt_layout=spec.gatt, chunking=spec.chunking
+            )
+            asyncio.run_coroutine_threadsafe(peripheral.start(), self._loop).result(timeout=30)
+            self.peripherals[spec.slot] = peripheral
+
+    def start_inverter(self):
+        import logging
+
+        from simulators.deye.inverter import DeyeInverter
+        from simulators.deye.profile import PowerProfile
+
+        if not self.bench.inverter:
+            return
+        inverter = self.bench.inverter
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # a silent unit is news here, not an error
+        self.inverter = DeyeInverter(
+            self.esp32["inverter_port"], units=inverter["units"], baud=self.bench.buses[self.inverter_bus].baud,
+            timeout_s=inverter["timeout_s"], poll_period_s=inverter["poll_period_s"],
+            identity_interval_s=inverter["identity_interval_s"], warn_after=inverter["warn_after"],
+            profile=PowerProfile(**self.bench.profile),
+        )  # fmt: skip
+        try:
+            self.inverter.connect()
+        except ConnectionError as error:
+            raise _cannot_open("inverter_port", self.esp32["inverter_port"], error) from None
+        client = self.inverter.client
+        client.socket = FaultyLine(client.socket, self.buses[self.inverter_bus], INVERTER)
+        self.inverter.start()
+
+    def _clock(self):
+        """The battery models advance with the current the inverter's power profile sends them."""
+        from simulators.jk.device import JkBms
+
+        last = time.monotonic()
+        while not self._stop.wait(0.1):
+            now = time.monotonic()
+            currents = self.inverter.battery_current_ma if self.inverter is not None else {}
+            for slot, battery in self.batteries.items():
+                battery.advance(now - last, currents.get(slot, 0))
+                device = self.devices[slot]
+                if isinstance(device, JkBms):
+                    device.uptime_s = int(now - self.started_s)
+            last = now
+
+    # --- stop ----------------------------------------------------------------------------
+    def stop(self):
+        self._stop.set()
+        if self.inverter is not None:
+            self.inverter.stop()
+        if self.shared_port is not None:
+            self.shared_port.stop()
+        if self._loop is not None:
+            for peripheral in self.peripherals.values():
+                try:
+                    asyncio.run_coroutine_threadsafe(peripheral.stop(), self._loop).result(timeout=10)
+                except Exception:  # noqa: BLE001 - shutting down anyway
+                    pass
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop_thread.join(timeout=5)
+            self._loop = None
+        if self._dbus_before is not None:
+            if self._dbus_before:
+                os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = self._dbus_before
+            else:
+                os.environ.pop("DBUS_SYSTEM_BUS_ADDRESS", None)
+            self._dbus_before = None
+        if self._clock_thread is not None:
+            self._clock_thread.join(timeout=5)
+        self.trace.close()
