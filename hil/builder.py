@@ -1,5 +1,8 @@
-"""One bench builder for every target: the device models of a bench, and the VBMS
-configuration that matches it."""
+"""One bench builder for every target: the device models of a bench, the VBMS
+configuration that matches it, the model a serial adapter serves, and the clock that
+moves the batteries on a real-time bench."""
+
+import time
 
 from simulators.battery import BatteryModel
 from simulators.byd.device import BydModule
@@ -49,3 +52,32 @@ def vbms_config(bench, token, mqtt_server=None):
         config[prefix + "addr"] = str(spec.address)
         config[prefix + "name"] = spec.name
     return config
+
+
+class JkRs485Model:
+    """A JkBms on an RS485 line, in one of its two protocols (for a serial adapter)."""
+
+    def __init__(self, device, protocol):
+        self.handle = device.handle_modbus if protocol == "jk_rs485" else device.handle_4e57
+        self.request_lengths = (11, 8) if protocol == "jk_rs485" else (21,)  # trigger write, register read; 4E57
+
+
+def serial_model(spec, device):
+    """What answers for a battery on an RS485 line: the BYD module itself, or a JK-BMS in its protocol."""
+    return device if spec.type == "byd_pro" else JkRs485Model(device, spec.type)
+
+
+def battery_clock(world, stop, period_s=0.1):
+    """On a real-time bench: the battery models advance with the current the inverter's power profile
+    sends them, until stop (a threading.Event) is set.  world: batteries, devices, inverter (or None),
+    started_s (its monotonic start)."""
+    last = time.monotonic()
+    while not stop.wait(period_s):
+        now = time.monotonic()
+        currents = world.inverter.battery_current_ma if world.inverter is not None else {}
+        for slot, battery in world.batteries.items():
+            battery.advance(now - last, currents.get(slot, 0))
+            device = world.devices[slot]
+            if isinstance(device, JkBms):
+                device.uptime_s = int(now - world.started_s)
+        last = now

@@ -29,7 +29,7 @@ import serial
 
 from vbms_core.modbus import NEED_DATA, RtuFramer, char_time_us, silence_us
 
-from .builder import build_devices
+from .builder import battery_clock, build_devices, serial_model
 from .trace import Trace
 from .wires.faults import NOISE_SILENCE_T35, BusError, Fault, FaultModel
 
@@ -309,13 +309,10 @@ class AdapterBench:
     def start(self):
         self.started_s = time.monotonic()
         if self.bms_bus is not None:
-            from .sim import _JkRs485Model
-
             models = {}
             for spec in self.bench.batteries:
                 if spec.bus == self.bms_bus:
-                    device = self.devices[spec.slot]
-                    models[spec.name] = device if spec.type == "byd_pro" else _JkRs485Model(device, spec.type)
+                    models[spec.name] = serial_model(spec, self.devices[spec.slot])
             baud = self.bench.buses[self.bms_bus].baud
             port = SharedPort(self.esp32["bms_port"], baud, models, self.buses[self.bms_bus])
             try:
@@ -323,7 +320,9 @@ class AdapterBench:
             except (OSError, serial.SerialException) as error:
                 raise _cannot_open("bms_port", self.esp32["bms_port"], error) from None
         self.start_ble()
-        self._clock_thread = threading.Thread(target=self._clock, name="battery-clock", daemon=True)
+        self._clock_thread = threading.Thread(
+            target=battery_clock, args=(self, self._stop), name="battery-clock", daemon=True
+        )
         self._clock_thread.start()
         return self
 
@@ -369,21 +368,6 @@ class AdapterBench:
         client = self.inverter.client
         client.socket = FaultyLine(client.socket, self.buses[self.inverter_bus], INVERTER)
         self.inverter.start()
-
-    def _clock(self):
-        """The battery models advance with the current the inverter's power profile sends them."""
-        from simulators.jk.device import JkBms
-
-        last = time.monotonic()
-        while not self._stop.wait(0.1):
-            now = time.monotonic()
-            currents = self.inverter.battery_current_ma if self.inverter is not None else {}
-            for slot, battery in self.batteries.items():
-                battery.advance(now - last, currents.get(slot, 0))
-                device = self.devices[slot]
-                if isinstance(device, JkBms):
-                    device.uptime_s = int(now - self.started_s)
-            last = now
 
     # --- stop ----------------------------------------------------------------------------
     def stop(self):

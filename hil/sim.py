@@ -26,11 +26,10 @@ import urllib.request
 
 from simulators.deye.inverter import DeyeInverter
 from simulators.deye.profile import PowerProfile
-from simulators.jk.device import JkBms
 from simulators.serial_device import SerialDevice
 
 from .benchfile import BenchError, load, load_default
-from .builder import build_devices, vbms_config
+from .builder import battery_clock, build_devices, serial_model, vbms_config
 from .console import render_table
 from .procs import STOP_SIGNALS, start_tied, stop_group
 from .trace import Trace
@@ -40,14 +39,6 @@ DUT = "dut"
 DUT_KINDS = ("vbms", "micropython", "open")  # the device under test the bench starts, or none
 DUT_NAMES = {"vbms": "vbms run", "micropython": "firmware (MicroPython unix port)"}
 INVERTER = "deye"
-
-
-class _JkRs485Model:
-    """Adapts JkBms to SerialDevice for one of its RS485 protocols."""
-
-    def __init__(self, device, protocol):
-        self.handle = device.handle_modbus if protocol == "jk_rs485" else device.handle_4e57
-        self.request_lengths = (11, 8) if protocol == "jk_rs485" else (21,)  # trigger write, register read; 4E57
 
 
 class Simulation:
@@ -104,7 +95,7 @@ class Simulation:
             if spec.type in ("byd_pro", "jk_rs485", "jk_4e57"):
                 bus = self.buses[spec.bus]
                 endpoint = bus.add_endpoint(spec.name)
-                model = device if spec.type == "byd_pro" else _JkRs485Model(device, spec.type)
+                model = serial_model(spec, device)
                 self.serial_devices.append(SerialDevice(endpoint.path, bus.baud, model, spec.name))
         for fault in bench.faults:
             self.buses[fault.bus].add_fault(Fault.from_spec(fault))
@@ -131,7 +122,9 @@ class Simulation:
                 profile=PowerProfile(**bench.profile),
             ).start()
         self.started_s = time.monotonic()
-        self._clock_thread = threading.Thread(target=self._clock, name="battery-clock", daemon=True)
+        self._clock_thread = threading.Thread(
+            target=battery_clock, args=(self, self._stop), name="battery-clock", daemon=True
+        )
         self._clock_thread.start()
         if self.control_port is not None:
             from .bench_control import BenchControl
@@ -248,18 +241,6 @@ class Simulation:
     def _trace_notification(self, name, payload):
         t0 = next(iter(self.buses.values())).t0 if self.buses else self.started_s or 0.0
         self.trace.ble(time.monotonic() - t0, name, payload)
-
-    def _clock(self):
-        last = time.monotonic()
-        while not self._stop.wait(0.1):
-            now = time.monotonic()
-            currents = self.inverter.battery_current_ma if self.inverter is not None else {}
-            for slot, battery in self.batteries.items():
-                battery.advance(now - last, currents.get(slot, 0))
-                device = self.devices[slot]
-                if isinstance(device, JkBms):
-                    device.uptime_s = int(now - self.started_s)
-            last = now
 
     def stop(self):
         if self.control is not None:

@@ -9,7 +9,8 @@ something fails.  A new target is a subclass, not a fork of the steps.
   sim    Simulation with `vbms run` between the devices: PTY buses, BlueZoo, real time.
   micropython  the same bench with the firmware (firmware/) on the MicroPython unix port as the
          device under test, stand-ins only at the hardware boundary.
-  esp32  a real ESP32 running firmware/ (see Esp32Target).
+  esp32  a board running firmware/ that the harness did not start: a real ESP32 or, in CI, the
+         virtual board (see Esp32Target).
 """
 
 import os

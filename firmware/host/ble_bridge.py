@@ -122,7 +122,9 @@ class BleBridge:
     # --- the firmware's side ------------------------------------------------------------
 
     async def _serve(self, reader, writer):
-        """One firmware at a time; a new one (the board restarted) finds no links of the old one."""
+        """One firmware at a time; a new one (the board restarted) finds no links of the old one,
+        nor a connection the old one asked for that would come up after."""
+        await self._cancel_connecting()
         await self._drop_links()
         self.writer = writer
         try:
@@ -170,6 +172,12 @@ class BleBridge:
             if link is not None:
                 await getattr(self, "_" + op)(link, call)
 
+    async def _cancel_connecting(self):
+        task = self.connecting
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
     async def _drop_links(self):
         for link in list(self.links.values()):
             link.closing = True
@@ -201,6 +209,7 @@ class BleBridge:
     async def _connect(self, address, find_ms):
         from bleak import BleakClient
 
+        asked_by = self.writer  # the firmware that asked: if it goes away meanwhile, the link is not its own
         try:
             async with self.discovery:
                 device = await find_device(address=address, adapter=self.adapter, timeout_s=(find_ms or 2000) / 1000)
@@ -216,6 +225,12 @@ class BleBridge:
             raise
         except Exception:  # noqa: BLE001 - the stack reports any failure the same way
             self.emit(IRQ_PERIPHERAL_DISCONNECT, NO_CONNECTION, 0xFF, NO_ADDRESS)
+            return
+        if self.writer is not asked_by:  # the board restarted while this connection came up: let it go
+            try:
+                await client.disconnect()
+            except Exception:  # noqa: BLE001 - gone already
+                pass
             return
         self.links[conn] = Link(conn, address.upper(), client)
         self.emit(IRQ_PERIPHERAL_CONNECT, conn, 0, address.upper())

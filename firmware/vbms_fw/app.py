@@ -201,6 +201,7 @@ class Firmware:
         await asyncio.sleep_ms(0)
         for port in (self.bms_port, self.inv_port):
             if port is not None:
+                await port.drain()  # a reply on its way finishes before the line is let go
                 port.close()
         if self.ble is not None:
             self.ble.close()

@@ -57,17 +57,21 @@ class Rs485Port:
         """Drops DE when the last stop bit has left."""
         while True:
             await self._wrote.wait()
-            while True:
-                left_us = time.ticks_diff(self._tx_end, time.ticks_us())
-                if left_us > 0:
-                    await asyncio.sleep_ms((left_us + 999) // 1000)
-                elif not self.uart.txdone():
-                    await asyncio.sleep_ms(1)
-                else:
-                    break
+            await self.drain()
             if self.de is not None:
                 self.de.value(0)
             self._sending = False
+
+    async def drain(self):
+        """Returns when the last byte written has left the wire."""
+        while True:
+            left_us = time.ticks_diff(self._tx_end, time.ticks_us())
+            if left_us > 0:
+                await asyncio.sleep_ms((left_us + 999) // 1000)
+            elif not self.uart.txdone():
+                await asyncio.sleep_ms(1)
+            else:
+                return
 
     async def run_reader(self, on_bytes):
         """on_bytes(view): the bytes that arrived (a memoryview, valid until the next read)."""

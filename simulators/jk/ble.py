@@ -178,10 +178,11 @@ async def make_discoverable(adapter, alias=None):
 async def disconnect_peers(adapter):
     """Drop every link to an adapter, as when its radio link is lost.
 
-    BlueZoo does not publish the peripheral side's view of a central, so the
-    link is cut from the other end: every device object, on any adapter, whose
-    address is this adapter's and that is connected gets Device1.Disconnect;
-    BlueZoo then disconnects both ends.  Returns how many links were cut.
+    Two views of a link are cut: BlueZ on a real radio publishes the central as a
+    connected device object under this adapter (/org/bluez/<adapter>/dev_...);
+    BlueZoo does not publish the peripheral side's view, so there the link is cut
+    from the other end: a connected device object, on any adapter, whose address
+    is this adapter's.  Either gets Device1.Disconnect.  Returns how many links were cut.
     """
     from dbus_fast import BusType
     from dbus_fast.aio import MessageBus
@@ -198,9 +199,12 @@ async def disconnect_peers(adapter):
         if own is None:
             return 0
         address = own["Address"].value
+        under_adapter = "/org/bluez/%s/" % adapter
         for path, interfaces in objects.items():
             device = interfaces.get("org.bluez.Device1")
-            if device is None or device["Address"].value != address or not device["Connected"].value:
+            if device is None or not device["Connected"].value:
+                continue
+            if device["Address"].value != address and not path.startswith(under_adapter):
                 continue
             node = await bus.introspect("org.bluez", path)
             await bus.get_proxy_object("org.bluez", path, node).get_interface("org.bluez.Device1").call_disconnect()
