@@ -27,10 +27,9 @@ from hil import board as board_module
 from hil import firmware
 from hil.benchfile import load, parse
 from hil.board import Board, BoardError, VirtualBoard, check_bench
-from hil.builder import build_devices
+from hil.builder import build_devices, serial_model
 from hil.pytest_plugin import check_esp32_bench
 from hil.shared_port import AdapterEnd, SharedPort
-from hil.sim import _JkRs485Model
 from hil.targets import Esp32Target
 from hil.wires.faults import BusError, Fault
 
@@ -273,7 +272,7 @@ class SharedLine:
         models = {}
         for spec in self.bench.batteries:
             device = self.devices[spec.slot]
-            models[spec.name] = device if spec.type == "byd_pro" else _JkRs485Model(device, spec.type)
+            models[spec.name] = serial_model(spec, device)
         from hil.trace import Trace
 
         self.trace = Trace(None, {"bms": "byd-pro"})
