@@ -4,18 +4,31 @@ The model decides what to send, when, and what each reply means; this adapter se
 requests on the inverter bus as the "deye" endpoint, hands them to the device under test when
 they have crossed the wire, and feeds the model the reply bytes, or no reply once the
 request's deadline has passed, all in simpy's time.  ask() is a raw exchange outside the
-schedule (a scenario's own request); one exchange is on the line at a time.
+schedule (a scenario's own request); one exchange is on the line at a time, and a scenario's
+request waiting for the line goes before the next poll.
+
+The adapter runs on simpy timeouts with callbacks (no process per exchange): an exchange is
+a request sent, a reply that arrives or a deadline that passes first, and the next exchange.
 """
 
-import simpy
+import collections
 
 from simulators.deye.master import GAP_S, DeyeMaster
 
 SOURCE = "deye"  # the inverter's endpoint name on the bus (as on the real-time bench)
 
 
+class _Exchange:
+    """A request on the line: what to do with its reply (bytes, or None at its deadline)."""
+
+    __slots__ = ("done",)
+
+    def __init__(self, done):
+        self.done = done
+
+
 class InverterModel:
-    """The DEYE master in a DesBench: a simpy process (run) around one DeyeMaster."""
+    """The DEYE master in a DesBench: start() (or the process run()) around one DeyeMaster."""
 
     def __init__(
         self, des, units, poll_period_s, timeout_s, warn_after, profile, identity_interval_s=None, gap_s=GAP_S
@@ -33,8 +46,12 @@ class InverterModel:
             baud=des.inverter_bus.baud,
             profile=profile,
         )
-        self._reply = None
-        self.line = simpy.Resource(des.env, capacity=1)  # one exchange on the line at a time
+        self.on_poll = None  # on_poll(request, reply bytes or None, now_s) after the model took a poll's reply
+        self.on_cycle = None  # on_cycle(now_s) when a cycle ended (the batteries' currents were split anew)
+        self._exchange = None  # the exchange on the line
+        self._asks = collections.deque()  # (request, event): scenarios' requests waiting for the line
+        self._wake_token = 0  # the latest planned wake; older ones are stale
+        self._started = False
 
     # --- what the inverter knows: the model's ----------------------------------------
 
@@ -66,37 +83,71 @@ class InverterModel:
 
     # --- the line ----------------------------------------------------------------------
 
+    def start(self):
+        """Start polling (once): whatever the model asks for, when it asks for it."""
+        if not self._started:
+            self._started = True
+            self._next()
+
+    def run(self):
+        """start() as a simpy process, for callers that start the inverter with env.process();
+        the polling lives in callbacks, so this process waits for nothing and never ends."""
+        self.start()
+        yield self.des.env.event()
+
     def reply_arrived(self, data, now_s):
         """Bytes the device under test sent on the inverter bus (the bus calls this when they arrive)."""
-        if self._reply is not None and not self._reply.triggered:
-            self._reply.succeed(data)
-
-    def _exchange(self, request, deadline_s):
-        """Send request; its reply (bytes), or None at deadline_s. Holds the line already."""
-        env = self.des.env
-        self._reply = env.event()
-        reply_event = self._reply
-        self.des.inverter_bus.send(SOURCE, request)
-        result = yield reply_event | env.timeout(max(deadline_s - env.now, 0.0))
-        self._reply = None
-        return result[reply_event] if reply_event in result else None
+        if self._exchange is not None:
+            self._finish(self._exchange, data)
 
     def ask(self, request):
         """A request out and its reply (bytes) or None after the timeout; a simpy process."""
-        with self.line.request() as turn:
-            yield turn
-            deadline_s = self.des.env.now + self.des.inverter_bus.transfer_s(request) + self.master.timeout_s
-            return (yield from self._exchange(request, deadline_s))
-
-    def run(self):
-        """The poll loop: whatever the model asks for, when it asks for it."""
         env = self.des.env
-        while True:
-            with self.line.request() as turn:
-                yield turn
-                request = self.master.next_request(env.now)
-                if request is not None:
-                    reply = yield from self._exchange(request.adu, request.deadline_s)
-                    self.master.receive_frame(reply, env.now)
-                    continue
-            yield env.timeout(max(self.master.wake_s() - env.now, 0.0))
+        done = env.event()
+        self._asks.append((request, done))
+        self._next()
+        return (yield done)
+
+    def _send(self, request, deadline_s, done):
+        env = self.des.env
+        exchange = _Exchange(done)
+        self._exchange = exchange
+        self.des.inverter_bus.send(SOURCE, request)
+        env.timeout(max(deadline_s - env.now, 0.0)).callbacks.append(lambda _event: self._finish(exchange, None))
+
+    def _finish(self, exchange, reply):
+        if self._exchange is not exchange:
+            return  # answered already: this is its deadline passing, or a second reply
+        self._exchange = None
+        exchange.done(reply)
+        self._next()
+
+    def _next(self):
+        """The line is free: a scenario's request first, then the model's next one, or a wait for it."""
+        if self._exchange is not None:
+            return
+        env = self.des.env
+        if self._asks:
+            request, event = self._asks.popleft()
+            deadline_s = env.now + self.des.inverter_bus.transfer_s(request) + self.master.timeout_s
+            self._send(request, deadline_s, event.succeed)
+            return
+        if not self._started:
+            return
+        request = self.master.next_request(env.now)
+        if request is not None:
+            self._send(request.adu, request.deadline_s, lambda reply: self._polled(request, reply))
+            return
+        self._wake_token += 1
+        token = self._wake_token
+        wait_s = max(self.master.wake_s() - env.now, 0.0)
+        env.timeout(wait_s).callbacks.append(lambda _event: token == self._wake_token and self._next())
+
+    def _polled(self, request, reply):
+        now_s = self.des.env.now
+        cycles = self.master.cycles
+        self.master.receive_frame(reply, now_s)
+        if self.on_poll is not None:
+            self.on_poll(request, reply, now_s)
+        if self.on_cycle is not None and self.master.cycles != cycles:
+            self.on_cycle(now_s)

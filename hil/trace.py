@@ -84,15 +84,22 @@ class Trace:
 
     decode=False keeps the raw frames only (the simulated-time bench records many
     frames and reads few); with_summary() fills a summary in when asked.
+
+    keep=N makes the trace a ring: it holds the last N records in memory (a week in
+    simulated time would not fit), and what is queued past N is dropped before it is
+    ever made a record.  A file still gets every record, so keep applies to memory
+    only; without a file the queue is the ring.  `records` is then a copy (a list).
     """
 
     WRITE_EVERY_S = 0.1
 
-    def __init__(self, path=None, protocols=None, decode=True):
+    def __init__(self, path=None, protocols=None, decode=True, keep=None):
         self.decode = decode
+        self.keep = keep
         self.protocols = dict(protocols or {})
-        self._records = []
-        self._queue = collections.deque()  # appended by any thread, without a lock
+        self._records = [] if keep is None else collections.deque(maxlen=keep)
+        # appended by any thread, without a lock; bounded only when nothing must reach a file
+        self._queue = collections.deque(maxlen=keep if path is None else None)
         self._lock = threading.Lock()  # the records and the file
         self._file = open(path, "w", encoding="utf-8") if path else None  # noqa: SIM115 (kept open for the run)
         self._closed = threading.Event()
@@ -145,7 +152,7 @@ class Trace:
     def records(self):
         with self._lock:
             self._drain()
-            return self._records
+            return self._records if self.keep is None else list(self._records)
 
     def flush(self):
         with self._lock:
@@ -161,10 +168,30 @@ class Trace:
                 self._file.close()
                 self._file = None
 
-    def tail(self, count=20):
+    def tail(self, count=20, ble=None):
+        """The last count records, decoded.  ble: at most that many of them BLE notifications, so that
+        the chunks of a few JK streams do not push the RS485 frames out of a failure report; the
+        records are then the last count of the others and the last BLE ones among them, in time order."""
         with self._lock:
             self._drain()
-            return [with_summary(entry) for entry in self._records[-count:]]
+            kept = len(self._records)
+            if ble is None:
+                return [with_summary(self._records[index]) for index in range(max(kept - count, 0), kept)]
+            chosen = []
+            wires = notifications = 0
+            for index in range(kept - 1, -1, -1):
+                if wires + notifications >= count:
+                    break
+                entry = self._records[index]
+                if entry["bus"] != "ble":
+                    wires += 1
+                elif notifications < ble:
+                    notifications += 1
+                else:
+                    continue
+                chosen.append(entry)
+            chosen.sort(key=lambda entry: entry["t"])
+            return [with_summary(entry) for entry in chosen]
 
 
 def with_summary(entry):

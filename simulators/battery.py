@@ -14,6 +14,7 @@ Physics, kept simple but plausible:
   charge; SOH fades by a small amount per cycle.
 """
 
+import bisect
 import random
 
 # (SOC permille, cell mV) breakpoints; linear in between.  Past 1000 a cell
@@ -65,16 +66,24 @@ DISCHARGE_BLOCKING = (
 )
 
 
+# the segments' upper SOC ends per chemistry, for a binary search of the table
+_OCV_ENDS = {chemistry: [soc for soc, _ in table[1:]] for chemistry, table in OCV_TABLES.items()}
+
+
 def ocv_mv(chemistry, soc_permille):
     table = OCV_TABLES[chemistry]
     soc = min(max(soc_permille, 0), OVERCHARGE_PERMILLE)
-    for (soc_a, mv_a), (soc_b, mv_b) in zip(table, table[1:], strict=False):
-        if soc <= soc_b:
-            return mv_a + (mv_b - mv_a) * (soc - soc_a) / (soc_b - soc_a)
-    return table[-1][1]
+    index = bisect.bisect_left(_OCV_ENDS[chemistry], soc)  # the first segment that ends at or above soc
+    if index >= len(table) - 1:
+        return table[-1][1]
+    (soc_a, mv_a), (soc_b, mv_b) = table[index], table[index + 1]
+    return mv_a + (mv_b - mv_a) * (soc - soc_a) / (soc_b - soc_a)
 
 
 class BatteryModel:
+    """A pack; its state changes only through advance(), so what is derived from it (cell
+    voltages, SOC, warnings) is computed once per step, however often devices read it."""
+
     def __init__(
         self,
         cells=16,
@@ -120,10 +129,22 @@ class BatteryModel:
         self.forced = set()  # flags raised on request (failure injection)
         self.charge_enabled = True
         self.discharge_enabled = True
-        self._cells_key = None
+        self._step = 0  # advance() counts its steps: the derived values below belong to one
+        self._cells_step = None
         self._cells = []
+        self._soc_step = None
+        self._soc = 0
+        self._warnings_step = None
+        self._warnings = set()
+        self._limits_soh = None
+        self._limits_mah = []
 
     # --- state ----------------------------------------------------------------
+
+    @property
+    def steps(self):
+        """How many times advance() ran: the model's state changes there only."""
+        return self._step
 
     @property
     def full_mah(self):
@@ -134,28 +155,46 @@ class BatteryModel:
 
     @property
     def soc_permille(self):
-        charge = 1000 * sum(self.charge_mah) / sum(self.full_mah * f for f in self.cell_capacity_factor)
-        return min(round(charge), 1000)
+        if self._soc_step != self._step:
+            charge = 1000 * sum(self.charge_mah) / sum(self.full_mah * f for f in self.cell_capacity_factor)
+            self._soc = min(round(charge), 1000)
+            self._soc_step = self._step
+        return self._soc
 
     @property
     def remaining_mah(self):
         return round(self.full_mah * self.soc_permille / 1000)
 
     def cell_voltages_mv(self):
-        # Computed once per state: frames ask for them many times between two advance() calls.
-        key = (self.current_ma, tuple(self.charge_mah))
-        if self._cells_key != key:
-            drop = self.current_ma / 1000 * self.resistance_ohm * 1000
-            self._cells = [
-                round(ocv_mv(self.chemistry, self.cell_soc_permille(i)) + self.cell_offset_mv[i] + drop)
-                for i in range(self.cells)
-            ]
-            self._cells_key = key
+        # Computed once per step: frames ask for them many times between two advance() calls.
+        if self._cells_step != self._step:
+            self._cells = self._cell_voltages()
+            self._cells_step = self._step
         return list(self._cells)
+
+    def _cell_voltages(self):
+        """ocv_mv(chemistry, cell_soc_permille(i)) + offset + I * R per cell, with the table look-up inlined."""
+        drop = self.current_ma / 1000 * self.resistance_ohm * 1000
+        table = OCV_TABLES[self.chemistry]
+        ends = _OCV_ENDS[self.chemistry]
+        last = len(table) - 1
+        full_mah = self.full_mah
+        cells = []
+        for charge, factor, offset in zip(self.charge_mah, self.cell_capacity_factor, self.cell_offset_mv, strict=True):
+            soc = min(max(1000 * charge / (full_mah * factor), 0), OVERCHARGE_PERMILLE)
+            index = bisect.bisect_left(ends, soc)
+            if index >= last:
+                mv = table[-1][1]
+            else:
+                (soc_a, mv_a), (soc_b, mv_b) = table[index], table[index + 1]
+                mv = mv_a + (mv_b - mv_a) * (soc - soc_a) / (soc_b - soc_a)
+            cells.append(round(mv + offset + drop))
+        return cells
 
     @property
     def pack_voltage_mv(self):
-        return sum(self.cell_voltages_mv())
+        self.cell_voltages_mv()
+        return sum(self._cells)
 
     def temperatures_ddegc(self, sensors=2):
         # sensors sit at slightly different spots of the pack
@@ -167,7 +206,14 @@ class BatteryModel:
 
     def flags(self):
         """Warnings (soft thresholds) and protections (path opened), as sets of FLAGS names."""
-        cells = self.cell_voltages_mv()
+        if self._warnings_step != self._step:
+            self._warnings = self._soft_warnings()
+            self._warnings_step = self._step
+        return self._warnings | self.forced, set(self.protections) | self.forced
+
+    def _soft_warnings(self):
+        self.cell_voltages_mv()
+        cells = self._cells
         warnings = set()
         if max(cells) >= self.limits["ov_warn"]:
             warnings.add("cell_overvoltage")
@@ -185,7 +231,7 @@ class BatteryModel:
             warnings.add("discharge_overcurrent")
         if self.mosfet_c > 80:
             warnings.add("mosfet_overtemperature")
-        return warnings | self.forced, set(self.protections) | self.forced
+        return warnings
 
     # --- time -----------------------------------------------------------------
 
@@ -197,24 +243,34 @@ class BatteryModel:
             return 0 if not self.discharge_enabled else max(requested_ma, -self.max_discharge_current_ma)
         return 0
 
-    def advance(self, dt_s, current_ma):
+    def advance(self, dt_s, current_ma, mean_current_ma=None):
         """Move dt_s seconds forward with current_ma requested (positive charges);
-        returns the current that actually flowed."""
+        returns the current that actually flowed.
+
+        mean_current_ma: when the requested current was not constant over those seconds
+        (one long step standing for many short ones), its mean over them: the charge and
+        the heat come from it, and current_ma is the one flowing at the end (what the BMS
+        reports).  Each is limited by the BMS as it stands at the step's start."""
         if dt_s < 0:
             raise ValueError("time does not run backwards")
         current = self.allowed_current_ma(current_ma)
+        flowed = current if mean_current_ma is None else self.allowed_current_ma(mean_current_ma)
         self.current_ma = current
-        delta_mah = current * dt_s / 3600
-        for index in range(self.cells):
-            limit = self.full_mah * self.cell_capacity_factor[index] * OVERCHARGE_PERMILLE / 1000
-            self.charge_mah[index] = min(max(self.charge_mah[index] + delta_mah, 0.0), limit)
-        if current < 0:
+        self._step += 1
+        delta_mah = flowed * dt_s / 3600
+        if self._limits_soh != self.soh:
+            self._limits_mah = [self.full_mah * f * OVERCHARGE_PERMILLE / 1000 for f in self.cell_capacity_factor]
+            self._limits_soh = self.soh
+        charge = self.charge_mah
+        for index, limit in enumerate(self._limits_mah):
+            charge[index] = min(max(charge[index] + delta_mah, 0.0), limit)
+        if flowed < 0:
             self.discharged_mah -= delta_mah
             while self.discharged_mah >= self.full_mah:
                 self.discharged_mah -= self.full_mah
                 self.cycles += 1
                 self.soh = max(0.5, self.soh - 0.00005)  # about 20 % after 4000 cycles
-        amps = current / 1000
+        amps = flowed / 1000
         heat_c_per_s = amps * amps * self.resistance_ohm * self.cells / 2000  # ~2 kJ/K pack heat capacity
         self.temperature_c += dt_s * ((self.ambient_c - self.temperature_c) / self.tau_s + heat_c_per_s)
         self.mosfet_c += dt_s * ((self.temperature_c + abs(amps) * 0.05 - self.mosfet_c) / 300)
@@ -222,7 +278,8 @@ class BatteryModel:
         return current
 
     def _protect(self):
-        cells = self.cell_voltages_mv()
+        self.cell_voltages_mv()
+        cells = self._cells
         trip, recover = self.limits["ovp"]
         if max(cells) >= trip:
             self.protections.add("cell_overvoltage")

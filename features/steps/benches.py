@@ -1,8 +1,9 @@
 """Given: the bench a scenario runs on, and the inverter's power."""
 
-from pytest_bdd import given
+from pytest_bdd import given, parsers
 
-from hil.benchfile import load_default, parse
+from hil.benchfile import FaultSpec, parse
+from hil.benchmarks import solar_day_bench
 
 from .common import Context
 
@@ -47,9 +48,15 @@ def fifteen_batteries(context: Context):
     context.use(parse(FIFTEEN_MIXED))
 
 
-@given("a day of solar power compressed into one simulated hour")
+@given("a day of solar power")
+@given("a week of solar days")
 def solar_day(context: Context):
-    bench = load_default()
-    bench.profile = {"kind": "day", "peak_solar_w": 12000.0, "base_load_w": 3000.0, "day_length_s": 3600.0}
-    bench.inverter["units"] = list(range(8))
+    """The default bench's eight batteries under days of sun and household load (hil/benchmarks.py)."""
+    context.use(solar_day_bench())
+
+
+@given(parsers.parse("a week of solar days with noise before {percent:d} % of the frames on the battery bus"))
+def solar_week_noisy(context: Context, percent):
+    bench = solar_day_bench()
+    bench.faults.append(FaultSpec(bus="bms", kind="noise", probability=percent / 100))
     context.use(bench)

@@ -10,21 +10,27 @@ garbled.
 
 Endpoints: add_endpoint(name, deliver) names a receiver; send(source, data) reaches
 every other endpoint's deliver(bytes, end_s) at the time the frame's last bit arrives.
+add_endpoint(name, deliver, hears=(...)) names a receiver that listens to those senders
+only (a device model that answers the master and ignores the other devices' replies).
 send(source, data, deliver) is the older form: that one callback is the only receiver,
 with no name (so a fault that names a target does not reach it).
+
+The bus runs on simpy timeouts with callbacks, not a process per frame: a frame costs
+two scheduled events (its last bit arriving, and t3.5 after that; a third when it goes on
+the line later than it was sent) and no generator.
 """
 
 from vbms_core.modbus import char_time_us, silence_us
 
-from .faults import FaultModel
+from .faults import Decision, FaultModel
 
 
 class _Burst:
     """A frame on the line: bytes from one sender until a t3.5 silence."""
 
-    __slots__ = ("source", "decision", "start_s", "end_s", "raw", "collided", "receivers")
+    __slots__ = ("source", "decision", "start_s", "end_s", "raw", "collided", "receivers", "untouched")
 
-    def __init__(self, source, decision, receivers):
+    def __init__(self, source, decision, receivers, untouched):
         self.source = source
         self.decision = decision
         self.start_s = decision.start_s
@@ -32,6 +38,7 @@ class _Burst:
         self.raw = bytearray()
         self.collided = False
         self.receivers = receivers  # name -> deliver
+        self.untouched = untouched  # no fault rule was in force: every receiver gets the bytes as sent
 
 
 class _Piece:
@@ -64,6 +71,8 @@ class FrameBus:
         self.gap_s = silence_us(baud) / 1e6
         self.model = FaultModel(self.char_s, self.gap_s, seed)
         self.endpoints = {}  # name -> deliver(bytes, end_s)
+        self.hears = {}  # name -> the senders it listens to (absent: every sender)
+        self._receivers = {}  # source -> {name: deliver} of the endpoints that hear it
         self.collisions = 0
         self.frames = 0
         self.sending_until = {}  # source -> when its UART has sent everything it was given
@@ -72,8 +81,25 @@ class FrameBus:
 
     # --- set-up and faults ---------------------------------------------------------------
 
-    def add_endpoint(self, name, deliver):
+    def add_endpoint(self, name, deliver, hears=None):
         self.endpoints[name] = deliver
+        if hears is None:
+            self.hears.pop(name, None)
+        else:
+            self.hears[name] = frozenset(hears)
+        self._receivers.clear()
+
+    def _receivers_of(self, source):
+        receivers = self._receivers.get(source)
+        if receivers is None:
+            hears = self.hears
+            receivers = {
+                name: deliver
+                for name, deliver in self.endpoints.items()
+                if name != source and (name not in hears or source in hears[name])
+            }
+            self._receivers[source] = receivers
+        return receivers
 
     @property
     def faults(self):
@@ -105,20 +131,21 @@ class FrameBus:
         if burst is None or start_s - burst.end_s >= self.gap_s:
             if burst is not None:
                 self._close(burst)
-            if deliver is None:
-                receivers = {name: callback for name, callback in self.endpoints.items() if name != source}
+            receivers = self._receivers_of(source) if deliver is None else {None: deliver}
+            untouched = not self.model.faults
+            if untouched:  # no rule to decide by: everyone who hears the line gets the frame as sent
+                decision = Decision(start_s, receivers)
             else:
-                receivers = {None: deliver}
-            decision = self.model.decide(source, data, start_s, list(receivers))
-            if not decision.sent:
-                return
-            burst = _Burst(source, decision, receivers)
+                decision = self.model.decide(source, data, start_s, list(receivers))
+                if not decision.sent:
+                    return
+            burst = _Burst(source, decision, receivers, untouched)
             self._bursts[source] = burst
             if decision.noise:
                 self._record(decision.noise_start_s, "noise", decision.noise, ["noise before a frame from %s" % source])
                 noise_end_s = decision.noise_start_s + self.transfer_s(decision.noise)
                 for name in decision.noise_receivers:
-                    env.process(self._arrive(noise_end_s, receivers[name], decision.noise))
+                    self._at(noise_end_s, self._noise_arrived, receivers[name], decision.noise)
             start_s = decision.start_s
         offset = len(burst.raw)
         burst.raw.extend(data)
@@ -128,11 +155,23 @@ class FrameBus:
         piece = _Piece(burst, data, offset, start_s, end_s)
         if start_s <= env.now:
             self._on_line(piece)
-        env.process(self._carry(piece))
+        else:
+            self._at(start_s, self._on_line, piece)
+        self._at(end_s, self._arrived, piece)
+
+    def _at(self, at_s, function, *arguments):
+        """function(*arguments) at simulated time at_s (now if it has passed)."""
+        self.env.timeout(max(at_s - self.env.now, 0.0)).callbacks.append(lambda _event: function(*arguments))
+
+    def _noise_arrived(self, deliver, noise):
+        deliver(noise, self.env.now)
 
     def _on_line(self, piece):
         """The piece's first bit goes on the line now: does it collide?"""
         now_s = piece.start_s
+        if not self._line:
+            self._line.append(piece)
+            return
         self._line = [other for other in self._line if other.end_s > now_s]
         others = [other for other in self._line if other.burst.source != piece.burst.source]
         if others:  # both drivers fight the line: this piece goes out garbled, the others arrive so
@@ -145,24 +184,27 @@ class FrameBus:
                 other.burst.collided = True
         self._line.append(piece)
 
-    def _carry(self, piece):
-        env = self.env
-        if piece.start_s > env.now:
-            yield env.timeout(piece.start_s - env.now)
-            self._on_line(piece)
-        yield env.timeout(piece.end_s - env.now)
+    def _arrived(self, piece):
+        """The piece's last bit has arrived: each receiver gets what the decision gives it."""
         burst = piece.burst
-        for name, deliver in burst.receivers.items():
-            data = burst.decision.received(name, piece.data, piece.offset)
-            if data is not None:
-                deliver(bytes(b ^ 0x5A for b in data) if piece.garbled else data, env.now)
-        yield env.timeout(self.gap_s)
-        if self._bursts.get(burst.source) is burst and env.now - burst.end_s >= self.gap_s:
-            self._close(burst)
+        now_s = self.env.now
+        if burst.untouched and not piece.garbled:
+            data = piece.data
+            for deliver in burst.receivers.values():
+                deliver(data, now_s)
+        else:
+            decision = burst.decision
+            for name, deliver in burst.receivers.items():
+                data = decision.received(name, piece.data, piece.offset)
+                if data is not None:
+                    deliver(bytes(b ^ 0x5A for b in data) if piece.garbled else data, now_s)
+        self._at(now_s + self.gap_s, self._quiet, burst)
 
-    def _arrive(self, end_s, deliver, data):
-        yield self.env.timeout(end_s - self.env.now)
-        deliver(data, self.env.now)
+    def _quiet(self, burst):
+        """t3.5 after a piece: the burst is a frame if its sender has sent nothing since."""
+        # (a nanosecond's grace: the callback's time is a sum of floats, and may fall a hair short)
+        if self._bursts.get(burst.source) is burst and self.env.now - burst.end_s >= self.gap_s - 1e-9:
+            self._close(burst)
 
     def _close(self, burst):
         self._bursts.pop(burst.source, None)

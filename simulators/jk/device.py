@@ -275,18 +275,26 @@ class JkBleSession:
     on_write(data, now_s) and poll(now_s) return lists of notification
     payloads to send now, already chunked.  The stream of cell-info frames
     starts after 0x96 and repeats every STREAM_INTERVAL_S.
+
+    whole_frames: each frame is one notification, without keep-alives (a
+    simulated-time bench whose scenario looks at no chunk); the frames, their
+    times and the command trailers stay as they are.  latest(now_s) is poll()
+    for a reader that comes late: the newest frame due, the ones before it skipped.
     """
 
-    def __init__(self, device, chunking="mtu131"):
+    def __init__(self, device, chunking="mtu131", whole_frames=False):
         if chunking not in CHUNKING:
             raise ValueError("unknown chunking %r; choose one of %s" % (chunking, ", ".join(CHUNKING)))
         self.device = device
         self.chunking = CHUNKING[chunking]
+        self.whole_frames = whole_frames
         self.streaming = False
         self.next_frame_s = 0.0
         self.commands = []
 
     def _chunks(self, frame, trailer=False):
+        if self.whole_frames:
+            return [frame, C8_TRAILER] if trailer else [frame]
         sizes = self.chunking["sizes"]
         chunks = []
         position = 0
@@ -325,6 +333,20 @@ class JkBleSession:
             return []
         self.next_frame_s = max(self.next_frame_s + STREAM_INTERVAL_S, now_s)
         notifications = []
-        if self.chunking["keepalive"]:
+        if self.chunking["keepalive"] and not self.whole_frames:
             notifications.append(jk_ble.KEEPALIVE)
         return notifications + self._chunks(device._damaged(device.cell_info_frame()))
+
+    def due_s(self, now_s):
+        """When the newest frame due by now_s was due (None if none is: not streaming, or not yet)."""
+        if not self.streaming or now_s < self.next_frame_s:
+            return None
+        return self.next_frame_s + STREAM_INTERVAL_S * int((now_s - self.next_frame_s) / STREAM_INTERVAL_S)
+
+    def latest(self, now_s):
+        """The notifications of the newest frame due by now_s ([] if none is): the stream keeps
+        its pace, and the frames due before that one, which nobody read, are skipped."""
+        due_s = self.due_s(now_s)
+        if due_s is not None:
+            self.next_frame_s = due_s
+        return self.poll(now_s)
