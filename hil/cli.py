@@ -140,6 +140,11 @@ def build_parser():
     )  # fmt: skip
     des_bench = bench_kinds.add_parser("des", help="simulated seconds per wall second of the des target")
     des_bench.add_argument("--seconds", type=float, default=600.0, help="simulated seconds per bench (default 600)")
+    des_bench.add_argument(
+        "--fidelity", choices=("fast", "full", "both"), default="both",
+        help="the des target's fidelity to measure (default both; hil/des.py says what fast leaves out)",
+    )  # fmt: skip
+    des_bench.add_argument("--repeat", type=int, default=3, help="runs per bench, the median is reported (default 3)")
     des_bench.add_argument("--json", action="store_true", help="print the results as one JSON object")
     proxy = bench_kinds.add_parser(
         "proxy", help="vbms run's reply latency and data age with 4, 8 and 15 RS485 batteries"
@@ -148,6 +153,7 @@ def build_parser():
     proxy.add_argument("--json", action="store_true", help="print the results as one JSON object")
     add_fuzz_parser(commands)
     add_firmware_parser(commands)
+    add_farm_parser(commands)
     return parser
 
 
@@ -179,7 +185,9 @@ def _port(text):
 
 
 def add_fuzz_parser(commands):
-    fuzz = commands.add_parser("fuzz", help="fuzzing: coverage-guided campaigns against the protocol decoders")
+    fuzz = commands.add_parser(
+        "fuzz", help="fuzzing: coverage-guided campaigns against the decoders, live campaigns against a device"
+    )
     fuzz_kinds = fuzz.add_subparsers(dest="fuzz_command", metavar="CAMPAIGN")
     fuzz_kinds.required = True
     decoders = fuzz_kinds.add_parser(
@@ -210,6 +218,54 @@ def add_fuzz_parser(commands):
     )
     decoders.add_argument("--seed", type=int, metavar="N", help="libFuzzer's random seed (default: random)")
     decoders.add_argument("--list", action="store_true", help="list the targets and what each checks, then exit")
+    add_fuzz_wire_parsers(fuzz_kinds)
+
+
+def add_fuzz_wire_parsers(fuzz_kinds):
+    wire = fuzz_kinds.add_parser(
+        "wire",
+        help="a live campaign: malformed traffic on one port of a device under test on a simulated bench",
+        description="Starts the bench with its inverter side open and the device under test between the devices, "
+        "then sends malformed traffic on one port, interleaved with valid requests on the inverter bus after a "
+        "proper t3.5 silence: inverter (malformed Modbus requests), bms (the campaign answers in some modules' "
+        "place: foreign, doubled, garbled, truncated, late replies), ble (bit-flipped, dropped, repeated, "
+        "out-of-order JK notifications). Checks every reply (CRC, unit, function, exception code, values of the "
+        "right battery, never older than app.stale_s), that every valid request is answered, and that the device "
+        "stays alive. Prints the numbers; findings are saved as files that `vbms fuzz replay` reproduces. Exit "
+        "status: 0 clean, 1 findings, 2 bad arguments, 3 the bench did not come up.",
+    )
+    wire.add_argument("--bench", metavar="FILE", help="bench file (TOML); default: the embedded default bench")
+    wire.add_argument("--port", required=True, choices=("inverter", "bms", "ble"), help="the port to fuzz")
+    wire.add_argument(
+        "--dut", choices=("vbms", "micropython", "esp32"), default="vbms",
+        help="vbms run (default), the firmware on the MicroPython unix port, or a board (needs [esp32] ports)",
+    )  # fmt: skip
+    wire.add_argument(
+        "--frames", type=_positive(int, "--frames"), default=2000, metavar="N",
+        help="malformed frames to send (bms: malformed replies, ble: mangled notification sends; default 2000)",
+    )  # fmt: skip
+    wire.add_argument("--seed", type=int, default=1, metavar="N", help="the grammar's random seed (default 1)")
+    wire.add_argument(
+        "--stale-s", type=_positive(int, "--stale-s"), metavar="S",
+        help="set the device under test's app.stale_s first (2..600; default: leave it): a shorter limit makes "
+        "the staleness checks of the bms and ble campaigns come sooner",
+    )  # fmt: skip
+    wire.add_argument(
+        "--findings", default="fuzz-findings", metavar="DIR", help="where findings are saved (default fuzz-findings)"
+    )
+    replay = fuzz_kinds.add_parser(
+        "replay",
+        help="reproduce a finding (of fuzz wire or fuzz decoders) and say whether it still fails",
+        description="A decoder finding runs its input through its target again. A wire finding on the inverter "
+        "port sends its recorded frames again, with their timing, to a fresh bench and checks the replies the "
+        "same way; a bms or ble finding runs its campaign again from its seed up to where it was found. Exit "
+        "status: 0 it passes now, 1 it still fails, 2 the file cannot be used.",
+    )
+    replay.add_argument("file", metavar="FILE", help="a finding (JSON)")
+    replay.add_argument(
+        "--target", choices=("des", "sim", "micropython"),
+        help="where to replay a wire finding (default: sim, or micropython for a firmware finding)",
+    )  # fmt: skip
 
 
 def add_firmware_parser(commands):
@@ -256,6 +312,49 @@ def add_firmware_parser(commands):
     host.add_argument("--tree", metavar="DIR", help="run a built tree (vbms firmware build) instead of the sources")
 
 
+def add_farm_parser(commands):
+    """`vbms farm`: bench farms on labgrid (docs/farm.md; hil/farm/cli.py)."""
+    farm = commands.add_parser(
+        "farm",
+        help="bench farms (labgrid): places, their state, tags and who holds them",
+        description="Benches as labgrid places (docs/farm.md). Needs the farm extra (pip install -e '.[farm]'). "
+        "The coordinator: --coordinator, else LG_COORDINATOR, else 127.0.0.1:20408. Exit status: 0 done, 1 the "
+        "coordinator refused or cannot be reached, 2 bad arguments.",
+    )
+    actions = farm.add_subparsers(dest="farm_command", metavar="ACTION")
+    actions.required = True
+    coordinator = argparse.ArgumentParser(add_help=False)
+    coordinator.add_argument("--coordinator", metavar="HOST:PORT", help="the labgrid coordinator")
+    places = actions.add_parser("places", parents=[coordinator], help="every place: idle, reserved or held, by whom")
+    places.add_argument("--json", action="store_true", help="one JSON object")
+    reservations = actions.add_parser("reservations", parents=[coordinator], help="the reservations")
+    reservations.add_argument("--json", action="store_true", help="a JSON list")
+    create = actions.add_parser(
+        "create", parents=[coordinator], help="make a place (or add to one): its resources and tags"
+    )
+    create.add_argument("name", metavar="NAME")
+    create.add_argument(
+        "--match", action="append", metavar="EXPORTER/GROUP/*",
+        help="the resources of the place: an exporter's group (repeatable)",
+    )  # fmt: skip
+    create.add_argument(
+        "--tags", metavar="KEY=VALUE[,...]",
+        help="what the bench can do, one key per capability: board=esp32,inverter=deye,bms_byd=1,jk_ble=1",
+    )  # fmt: skip
+    create.add_argument("--comment", help="a note shown with the place")
+    release = actions.add_parser(
+        "release", parents=[coordinator], help="free a place (after a run that was killed before it could)"
+    )
+    release.add_argument("name", metavar="NAME")
+    release.add_argument("--kick", action="store_true", help="free it even when another host or user holds it")
+    virtual = actions.add_parser(
+        "virtual", help="virtual boards as places of a coordinator on 127.0.0.1, until Ctrl-C (needs ser2net)"
+    )
+    virtual.add_argument("--places", type=_positive(int, "--places"), default=2, metavar="N", help="default 2")
+    virtual.add_argument("--prefix", default="virtual", help="place names PREFIX-a, PREFIX-b, ... (default virtual)")
+    virtual.add_argument("--json", action="store_true", help="print the coordinator and places as one JSON line")
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -291,11 +390,23 @@ def main(argv=None):
         from . import report
 
         return report.run(args)
+    if args.command == "farm":
+        from .farm import cli as farm_cli
+
+        return farm_cli.run(args)
     if args.command == "firmware":
         from . import firmware
 
         return firmware.run_cli(args)
     if args.command == "fuzz":
+        if args.fuzz_command == "wire":
+            from .fuzz import wire
+
+            return wire.run_cli(args)
+        if args.fuzz_command == "replay":
+            from .fuzz import replay
+
+            return replay.run_cli(args)
         from .fuzz import runner
 
         return runner.run_cli(args)

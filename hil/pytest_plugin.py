@@ -4,6 +4,8 @@ Options:
   --target des|sim|micropython|esp32   the world scenarios run in (default des)
   --bench FILE             the bench file (default: the embedded default bench)
   --deploy                 esp32: build the firmware and copy it onto the board before the first scenario
+  --lg-place NAME[,NAME]   esp32: the board of a labgrid place (bench farm, docs/farm.md, hil/farm/plugin.py);
+  --lg-tags K=V[,K=V]      or of any place with these tags; with pytest-xdist one place per worker
 With --target esp32 the bench file's [esp32] section names the board's console, its two RS485 adapters
 and the Bluetooth adapters (hil/benches/esp32-example.toml); it is checked before anything runs, and a
 mistake stops the session with what to fix.  Without --bench, esp32 runs on the virtual board (hil/board.py
@@ -37,6 +39,7 @@ import time
 
 import pytest
 
+from hil.farm import plugin as farm_plugin
 from hil.wires.ble import BleEnvironment, BleEnvironmentError
 
 TAGS = {
@@ -45,6 +48,7 @@ TAGS = {
     "needs_radio": "needs a real Bluetooth radio",
     "needs_browser": "needs the web dashboard in a browser",
     "slow": "takes long on a real-time target",
+    "soak": "runs simulated days on end (minutes of wall time even on des): on demand, tox -e soak",
 }
 # which tags each target cannot serve
 UNSUPPORTED = {
@@ -69,6 +73,7 @@ def pytest_addoption(parser):
         action="store_true",
         help="esp32: build the firmware (vbms firmware build) and copy it onto the board (vbms firmware deploy) first",
     )
+    farm_plugin.add_options(group)
 
 
 def pytest_configure(config):
@@ -77,7 +82,9 @@ def pytest_configure(config):
         config.addinivalue_line("markers", "%s: %s" % (tag, meaning))
     if config.getoption("--deploy", False) and config.getoption("--target", None) != "esp32":
         raise pytest.UsageError("--deploy copies the firmware onto a board: it goes with --target esp32")
-    if config.getoption("--target", None) == "esp32" and config.getoption("--bench", None):
+    config.addinivalue_line("markers", "farm: a bench farm test (labgrid; tox env farm, tests/test_farm.py)")
+    farm = farm_plugin.configure(config)  # None unless --lg-place, --lg-tags or --lg-env
+    if config.getoption("--target", None) == "esp32" and config.getoption("--bench", None) and farm is None:
         check_esp32_bench(config.getoption("--bench"))
 
 
@@ -95,7 +102,7 @@ def check_esp32_bench(path):
 
 def pytest_collection_modifyitems(config, items):
     target = config.getoption("--target")
-    virtual_board = target == "esp32" and not config.getoption("--bench")
+    virtual_board = target == "esp32" and not config.getoption("--bench") and farm_plugin.FARM not in config.stash
     for item in items:
         for tag in UNSUPPORTED[target]:
             if item.get_closest_marker(tag) is not None:
@@ -141,6 +148,7 @@ class BenchPool:
         self.broken = None  # esp32: why the board could not be used; later scenarios fail with it at once
         self._deploy = config.getoption("--deploy", False)
         self._directory = None
+        self.farm = config.stash.get(farm_plugin.FARM, None)  # --lg-place/--lg-tags: the board is a place's
 
     def _make(self, bench):
         from hil.targets import TargetUnavailable, make_target
@@ -160,6 +168,8 @@ class BenchPool:
     def _start_virtual_board(self):
         """esp32 without --bench: the virtual board, at the first scenario that needs a board; the
         default bench becomes the bench file it writes (the default bench with an [esp32] section)."""
+        if self.farm is not None:
+            return self._lease_place()
         if self.name != "esp32" or self.bench_path is not None or self.broken is not None:
             return
         from importlib import resources
@@ -175,6 +185,19 @@ class BenchPool:
             self._esp32_failed("the virtual board did not start: %s" % error)
         self.bench_path = str(self.virtual_board.bench_path)
         self.default_bench = load(self.bench_path)
+
+    def _lease_place(self):
+        """esp32 with a bench farm's place: the default bench (or --bench) gets the place's [esp32] (its ports
+        bridged to local paths, its board, its Bluetooth adapters); held until close()."""
+        if self.broken is not None or self.farm.table is not None:
+            return
+        from hil.benchfile import BenchError
+        from hil.farm import FarmError
+
+        try:
+            self.farm.bench(self.default_bench)
+        except (FarmError, BenchError) as error:
+            self._esp32_failed(error)
 
     def _deploy_tree(self):
         """--deploy: the build to copy onto the board, made once; None after the first board has it."""
@@ -235,6 +258,8 @@ class BenchPool:
         if self.virtual_board is not None:
             self.virtual_board.stop()
             self.virtual_board = None
+        if self.farm is not None:
+            self.farm.release()  # after the target closed its ports
         if self._directory is not None:
             shutil.rmtree(self._directory, ignore_errors=True)
             self._directory = None
