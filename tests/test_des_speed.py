@@ -133,10 +133,10 @@ def both(bench_factory, seconds, script=()):
     return full_target, full, fast_target, fast
 
 
-# The solar-day scenario's bench with its day compressed into an hour, at the power the scenario
-# had when it ran that hour (12 kW of sun, 3 kW of load): the currents and the SOC change 24 times
-# faster than in features/solar_day.feature, a harder case for a model that lags by a step.
-SOLAR_HOUR_S = 3600.0
+# The solar-day scenario's bench with its day compressed into half an hour, at the power the scenario
+# had when it ran a day compressed into an hour (12 kW of sun, 3 kW of load): the currents change 48
+# times faster than in features/solar_day.feature, a harder case for a model that lags by a step.
+SOLAR_HOUR_S = 1800.0
 SOLAR_HOUR = {"day_length_s": SOLAR_HOUR_S, "peak_solar_w": 12000.0, "base_load_w": 3000.0}
 
 # A fault scenario on the default bench: what the bus, device and alarm steps of features/ do.
@@ -171,7 +171,7 @@ def fault_scenario():
 
 def test_a_solar_day_gives_the_inverter_the_same_answers_in_both_fidelities(solar_hour):
     _, full, _, fast = solar_hour
-    assert sum(poll.values is not None for poll in full) > 25_000  # 8 units answered about every second
+    assert sum(poll.values is not None for poll in full) > 12_500  # 8 units answered about every second
     currents = [poll.values["pack_current_ma"] for poll in full if poll.values is not None]
     assert min(currents) < -5_000 and max(currents) > 5_000  # it charged and discharged
     assert differences(full, fast) == []
