@@ -45,6 +45,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from . import rpc_client
 from .benchfile import ESP32_PORTS, BenchError, check_ble_adapter_count
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -401,19 +402,11 @@ class Board:
 
     def rpc(self, method, params=None, authenticated=True, timeout_s=10):
         """(status, decoded JSON) of one call over HTTP."""
-        data = None if params is None else json.dumps(params).encode()
-        request = urllib.request.Request(
-            "%s/rpc/%s" % (self.url(), method), data=data, method="POST" if data else "GET"
-        )
-        if authenticated and self.token:
-            request.add_header("Authorization", "Bearer " + self.token)
+        token = self.token if authenticated else None
         deadline = time.monotonic() + RPC_CONNECT_S
         while True:
             try:
-                with urllib.request.urlopen(request, timeout=timeout_s) as response:
-                    return response.status, json.loads(response.read())
-            except urllib.error.HTTPError as error:
-                return error.code, json.loads(error.read() or b"null")
+                return rpc_client.call(self.url(), method, params, token, timeout_s)
             except (urllib.error.URLError, ConnectionError) as error:
                 if time.monotonic() >= deadline:
                     raise BoardError(

@@ -13,7 +13,7 @@ a request sent, a reply that arrives or a deadline that passes first, and the ne
 
 import collections
 
-from simulators.deye.master import GAP_S, DeyeMaster
+from simulators.deye.master import GAP_S, DeyeMaster, MasterView
 
 SOURCE = "deye"  # the inverter's endpoint name on the bus (as on the real-time bench)
 
@@ -27,7 +27,7 @@ class _Exchange:
         self.done = done
 
 
-class InverterModel:
+class InverterModel(MasterView):
     """The DEYE master in a DesBench: start() (or the process run()) around one DeyeMaster."""
 
     def __init__(
@@ -52,34 +52,6 @@ class InverterModel:
         self._asks = collections.deque()  # (request, event): scenarios' requests waiting for the line
         self._wake_token = 0  # the latest planned wake; older ones are stale
         self._started = False
-
-    # --- what the inverter knows: the model's ----------------------------------------
-
-    @property
-    def units(self):
-        return self.master.units
-
-    @property
-    def profile(self):
-        return self.master.profile
-
-    @profile.setter
-    def profile(self, profile):
-        self.master.profile = profile
-
-    @property
-    def cycles(self):
-        return self.master.cycles
-
-    @property
-    def battery_current_ma(self):
-        return self.master.battery_current_ma
-
-    def rows(self):
-        return self.master.rows()
-
-    def warnings(self):
-        return self.master.warnings()
 
     # --- the line ----------------------------------------------------------------------
 

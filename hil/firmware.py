@@ -22,9 +22,9 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+from . import rpc_client
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE = ROOT / "firmware"
@@ -232,17 +232,7 @@ class HostFirmware:
 
     def rpc(self, method, params=None, token=None, timeout_s=10):
         """(status, decoded JSON) of one call over HTTP."""
-        data = None if params is None else json.dumps(params).encode()
-        request = urllib.request.Request(
-            "%s/rpc/%s" % (self.http_url, method), data=data, method="POST" if data else "GET"
-        )
-        if token:
-            request.add_header("Authorization", "Bearer " + token)
-        try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read() or b"null")
+        return rpc_client.call(self.http_url, method, params, token, timeout_s)
 
     def log_records(self):
         """The console's JSON log lines, parsed (other lines left out)."""

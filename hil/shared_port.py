@@ -21,13 +21,13 @@ board's battery port, each at its own address, as modules on one RS485 line do.
 
 import asyncio
 import os
-import select
 import threading
 import time
 
 import serial
 
-from vbms_core.modbus import NEED_DATA, RtuFramer, char_time_us, silence_us
+from simulators.serial_device import serve_line
+from vbms_core.modbus import char_time_us, silence_us
 
 from .builder import battery_clock, build_devices, serial_model
 from .trace import Trace
@@ -177,36 +177,16 @@ class SharedPort:
         return answers[0]
 
     def _run(self):
-        framer = RtuFramer(self.baud)
         line = self._line
-        while not self._stop.is_set():
-            try:
-                waiting = line.in_waiting
-                data = line.read(waiting) if waiting else b""
-            except (OSError, serial.SerialException) as error:
-                self.errors.append(str(error))
-                return
-            now_us = int(time.monotonic() * 1e6)
-            if data:
-                framer.feed(data, now_us)
-            while (frame := framer.next_event(now_us)) is not NEED_DATA:
-                answer = self.answer(frame.raw)
-                if answer is None:
-                    continue
-                name, reply, delay_s = answer
-                if delay_s > 0 and self._stop.wait(delay_s):
-                    return
-                try:
-                    self.end.send(line, name, reply, self._stop)
-                except (OSError, serial.SerialException) as error:
-                    self.errors.append(str(error))
-                    return
-            if not data:
-                timeout_s = framer.gap_us / 1e6 if framer.pending() else 0.2
-                try:
-                    select.select([line.fileno()], [], [], timeout_s)
-                except (OSError, ValueError):
-                    return
+
+        def answer(frame):
+            answered = self.answer(frame.raw)
+            if answered is None:
+                return None
+            name, reply, delay_s = answered
+            return delay_s, lambda: self.end.send(line, name, reply, self._stop)
+
+        serve_line(line, self.baud, self._stop, self.errors, answer)
 
 
 def _cannot_open(key, path, error):

@@ -22,12 +22,12 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
 from simulators.deye.inverter import DeyeInverter
 from simulators.deye.profile import PowerProfile
 from simulators.serial_device import SerialDevice
 
+from . import rpc_client
 from .benchfile import BenchError, load, load_default
 from .builder import battery_clock, build_devices, serial_model, vbms_config
 from .console import render_table
@@ -222,17 +222,7 @@ class Simulation:
 
     def rpc(self, method, params=None, token=None, timeout_s=10):
         """Call the device under test over HTTP; returns (status, decoded JSON)."""
-        data = None if params is None else json.dumps(params).encode()
-        request = urllib.request.Request(
-            "http://127.0.0.1:%d/rpc/%s" % (self.http_port, method), data=data, method="POST" if data else "GET"
-        )
-        if token:
-            request.add_header("Authorization", "Bearer " + token)
-        try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read() or b"null")
+        return rpc_client.call("http://127.0.0.1:%d" % self.http_port, method, params, token, timeout_s)
 
     def _stop_vbms(self):
         if self.dut_process is not None:

@@ -45,39 +45,54 @@ class SerialDevice:
             self._serial.close()
 
     def _run(self):
-        framer = RtuFramer(self.baud)
         line = self._serial
-        while not self._stop.is_set():
-            try:
-                waiting = line.in_waiting
-                data = line.read(waiting) if waiting else b""
-            except (OSError, serial.SerialException) as error:
-                self.errors.append(str(error))
+
+        def answer(frame):
+            reply = self.model.handle(frame.raw) if frame.ok else None
+            for length in getattr(self.model, "request_lengths", ()):
+                if reply is not None:
+                    break
+                if len(frame.raw) > length:
+                    reply = self.model.handle(frame.raw[-length:])
+            if reply is None:
+                return None
+            data, delay_s = reply
+            return delay_s, lambda: line.write(data)
+
+        serve_line(line, self.baud, self._stop, self.errors, answer)
+
+
+def serve_line(line, baud, stop, errors, answer):
+    """A device's loop on an open serial line until stop (a threading.Event) is set or the line fails
+    (its error appended to errors): frames split on t3.5 silence; answer(frame) gives None, or
+    (delay_s, send) and send() is called after delay_s, as a device turns the line around."""
+    framer = RtuFramer(baud)
+    while not stop.is_set():
+        try:
+            waiting = line.in_waiting
+            data = line.read(waiting) if waiting else b""
+        except (OSError, serial.SerialException) as error:
+            errors.append(str(error))
+            return
+        now_us = int(time.monotonic() * 1e6)
+        if data:
+            framer.feed(data, now_us)
+        while (frame := framer.next_event(now_us)) is not NEED_DATA:
+            answered = answer(frame)
+            if answered is None:
+                continue
+            delay_s, send = answered
+            if delay_s > 0 and stop.wait(delay_s):
                 return
-            now_us = int(time.monotonic() * 1e6)
-            if data:
-                framer.feed(data, now_us)
-            while (frame := framer.next_event(now_us)) is not NEED_DATA:
-                answer = self.model.handle(frame.raw) if frame.ok else None
-                for length in getattr(self.model, "request_lengths", ()):
-                    if answer is not None:
-                        break
-                    if len(frame.raw) > length:
-                        answer = self.model.handle(frame.raw[-length:])
-                if answer is None:
-                    continue
-                reply, delay_s = answer
-                if delay_s > 0 and self._stop.wait(delay_s):
-                    return
-                try:
-                    line.write(reply)
-                except (OSError, serial.SerialException) as error:
-                    self.errors.append(str(error))
-                    return
-            if not data:
-                # sleep until bytes come, or until an open frame's t3.5 has passed
-                timeout_s = framer.gap_us / 1e6 if framer.pending() else 0.2
-                try:
-                    select.select([line.fileno()], [], [], timeout_s)
-                except (OSError, ValueError):
-                    return
+            try:
+                send()
+            except (OSError, serial.SerialException) as error:
+                errors.append(str(error))
+                return
+        if not data:
+            # sleep until bytes come, or until an open frame's t3.5 has passed
+            timeout_s = framer.gap_us / 1e6 if framer.pending() else 0.2
+            try:
+                select.select([line.fileno()], [], [], timeout_s)
+            except (OSError, ValueError):
+                return

@@ -18,7 +18,7 @@ from hil.fuzz import checksums, findings, runner, targets
 from vbms_core import byd, jk_4e57, jk_ble, jk_frames, modbus
 
 REGRESSIONS = Path(__file__).parent / "fuzz_regressions"
-RUNS_PER_TARGET = 1500  # all 23 targets: about 16 s of CPU here, half of it worker start-up
+RUNS_PER_TARGET = 1500  # all 24 targets: about 16 s of CPU here, half of it worker start-up
 
 
 def regression_cases():
@@ -298,4 +298,5 @@ def test_list_names_every_target_and_its_allowed_error(capsys):
     assert main(["fuzz", "decoders", "--list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == list(targets.TARGETS)
-    assert "(allowed error: RemoteProtocolError)" in lines[1] and "(allowed error: ConfigError)" in lines[-1]
+    assert "(allowed error: RemoteProtocolError)" in lines[1] and "(allowed error: ConfigError)" in lines[-2]
+    assert lines[-1].startswith("rpc ") and "(allowed error: none (errors are replies))" in lines[-1]

@@ -578,24 +578,8 @@ class WireCampaign:
     def _bms(self):
         from .stand_in import BmsStandIn
 
-        stand_in = self.hand = BmsStandIn(self)
-        self._watch_devices(skip=stand_in.slots)
-        self.evidence.start()
-        stand_in.start()
-        inverter = grammar.InverterGrammar(self.random, self.configured)
-        try:
-            last_alive = self.clock()
-            while stand_in.malformed < self.frames_wanted and not self._stop:
-                self.probe(self.random, inverter)
-                if self.clock() - last_alive > 1.0:
-                    last_alive = self.clock()
-                    if not self.alive():
-                        return
-        finally:
-            stand_in.stop()
-            self.stats.frames = stand_in.malformed
-            self.stats.kinds.update(stand_in.kinds)
-        self.alive()
+        stand_in = BmsStandIn(self)
+        self._with_hand(stand_in, skip=stand_in.slots)
 
     def _ble(self):
         from .stand_in import BleMangling
@@ -603,23 +587,28 @@ class WireCampaign:
         jk = [spec.slot for spec in self.bench.batteries if spec.type == "jk_ble"]
         if not jk:
             raise WireError("bench %s has no JK BLE battery to mangle the notifications of" % self.bench.name)
-        mangling = self.hand = BleMangling(self, jk)
-        self._watch_devices(skip=jk)
+        self._with_hand(BleMangling(self, jk), skip=jk)
+
+    def _with_hand(self, hand, skip):
+        """The bms and ble ports: the hand on the battery side sends the malformed traffic while this
+        side reads every unit on the inverter bus, checking the device under test is alive each second."""
+        self.hand = hand
+        self._watch_devices(skip=skip)
         self.evidence.start()
-        mangling.start()
+        hand.start()
         inverter = grammar.InverterGrammar(self.random, self.configured)
         try:
             last_alive = self.clock()
-            while mangling.malformed < self.frames_wanted and not self._stop:
+            while hand.malformed < self.frames_wanted and not self._stop:
                 self.probe(self.random, inverter)
                 if self.clock() - last_alive > 1.0:
                     last_alive = self.clock()
                     if not self.alive():
                         return
         finally:
-            mangling.stop()
-            self.stats.frames = mangling.malformed
-            self.stats.kinds.update(mangling.kinds)
+            hand.stop()
+            self.stats.frames = hand.malformed
+            self.stats.kinds.update(hand.kinds)
         self.alive()
 
     # --- the report ----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pymodbus.pdu import ModbusPDU
 
 from vbms_core import deye, modbus
 
-from .master import GAP_S, DeyeMaster, PollRequest, UnitState
+from .master import GAP_S, DeyeMaster, MasterView, PollRequest, UnitState
 from .profile import PowerProfile
 
 __all__ = ("UNITS", "DeyeInverter", "PowerProfile", "UnitState")
@@ -54,7 +54,7 @@ class DeyeIdentityResponse(ModbusPDU):
         self.data = bytes(data[1 : 1 + data[0]])
 
 
-class DeyeInverter:
+class DeyeInverter(MasterView):
     """The master on a serial port; run() in a thread (start/stop) or poll_cycle() by hand."""
 
     def __init__(
@@ -91,37 +91,6 @@ class DeyeInverter:
             port, baudrate=baud, bytesize=8, parity="N", stopbits=1, timeout=timeout_s, retries=0
         )
         self.client.register(DeyeIdentityResponse)
-
-    # --- what the inverter knows: the model's ----------------------------------------
-
-    @property
-    def units(self):
-        return self.master.units
-
-    @property
-    def profile(self):
-        return self.master.profile
-
-    @profile.setter
-    def profile(self, profile):
-        self.master.profile = profile
-
-    @property
-    def cycles(self):
-        return self.master.cycles
-
-    @property
-    def battery_current_ma(self):
-        return self.master.battery_current_ma
-
-    def battery_currents(self, t_s):
-        return self.master.battery_currents(t_s)
-
-    def rows(self):
-        return self.master.rows()
-
-    def warnings(self):
-        return self.master.warnings()
 
     # --- the line ----------------------------------------------------------------------
 

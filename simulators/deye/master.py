@@ -269,3 +269,38 @@ class DeyeMaster:
 
     def warnings(self) -> list[str]:
         return [W31_TEXT % (unit + 1) for unit, state in self.units.items() if state.comm_warning]
+
+
+class MasterView:
+    """What an adapter of the master (a line that carries its polls) shows of it: the adapters of the
+    pymodbus bench (simulators/deye/inverter.py) and of simulated time (hil/des_inverter.py) both
+    answer for the inverter with the one model in self.master."""
+
+    @property
+    def units(self):
+        return self.master.units
+
+    @property
+    def profile(self):
+        return self.master.profile
+
+    @profile.setter
+    def profile(self, profile):
+        self.master.profile = profile
+
+    @property
+    def cycles(self):
+        return self.master.cycles
+
+    @property
+    def battery_current_ma(self):
+        return self.master.battery_current_ma
+
+    def battery_currents(self, t_s):
+        return self.master.battery_currents(t_s)
+
+    def rows(self):
+        return self.master.rows()
+
+    def warnings(self):
+        return self.master.warnings()
