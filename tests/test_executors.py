@@ -21,8 +21,7 @@ import threading
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import wait_for
-from test_firmware_harness import FirmwareHarness
+from test_firmware_harness import FirmwareHarness, PtyWires
 
 from hil.benchfile import load_default
 from hil.des import DesBench
@@ -65,7 +64,7 @@ class Harness:
     # proxy(), logged(), published(), expect_call(call_id), answer(call_id)
 
 
-class RuntimeHarness(Harness):
+class RuntimeHarness(PtyWires, Harness):
     """`vbms run`'s executor with its real I/O: PTY ports, bleak over BlueZoo, paho-mqtt."""
 
     name = "vbms run"
@@ -125,26 +124,6 @@ class RuntimeHarness(Harness):
             ev.execute(self.runtime.executor, actions)
 
         self.call(run())
-
-    def wait(self, condition, seconds):
-        return wait_for(condition, seconds)
-
-    def _drain(self, role):
-        try:
-            while True:
-                data = os.read(self.masters[role], 4096)
-                if not data:
-                    break
-                self.received[role].extend(data)
-        except BlockingIOError:
-            pass
-        return bytes(self.received[role])
-
-    def bms_wire(self):
-        return self._drain("bms")
-
-    def inv_wire(self):
-        return self._drain("inv")
 
     def saved(self):
         return load_config(self.config_path, self._log) if os.path.exists(self.config_path) else None

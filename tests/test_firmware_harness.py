@@ -45,7 +45,32 @@ class ProxyView:
         self.config = config
 
 
-class FirmwareHarness:
+class PtyWires:
+    """The test's ends of a driver's two serial lines (self.masters: role -> PTY master fd), read
+    without blocking; what came so far is kept in self.received."""
+
+    def wait(self, condition, seconds):
+        return wait_for(condition, seconds)
+
+    def _drain(self, role):
+        try:
+            while True:
+                data = os.read(self.masters[role], 4096)
+                if not data:
+                    break
+                self.received[role].extend(data)
+        except BlockingIOError:
+            pass
+        return bytes(self.received[role])
+
+    def bms_wire(self):
+        return self._drain("bms")
+
+    def inv_wire(self):
+        return self._drain("inv")
+
+
+class FirmwareHarness(PtyWires):
     """The firmware's executor on the unix port: PTY UARTs, BLE over BlueZoo, its MQTT client."""
 
     name = "firmware"
@@ -163,26 +188,6 @@ class FirmwareHarness:
 
     def execute(self, actions):
         assert self._ask({"op": "execute", "actions": [ev.describe(action) for action in actions]}) == {"ok": True}
-
-    def wait(self, condition, seconds):
-        return wait_for(condition, seconds)
-
-    def _drain(self, role):
-        try:
-            while True:
-                data = os.read(self.masters[role], 4096)
-                if not data:
-                    break
-                self.received[role].extend(data)
-        except BlockingIOError:
-            pass
-        return bytes(self.received[role])
-
-    def bms_wire(self):
-        return self._drain("bms")
-
-    def inv_wire(self):
-        return self._drain("inv")
 
     def saved(self):
         path = str(self.flash / "config.json")
