@@ -47,7 +47,7 @@ from .builder import build_devices, vbms_config
 from .des_inverter import InverterModel
 from .trace import Trace
 from .wires.faults import Fault
-from .wires.frame_bus import FrameBus
+from .wires.frame_bus import FrameBus, call_later
 
 TOKEN = "des-token"
 DUT = "dut"
@@ -212,7 +212,7 @@ class DesBench(ev.Executor):
         self._tick_at_us = at_us
         self._tick_token += 1
         token = self._tick_token
-        self.env.timeout((at_us - now_us) / 1e6).callbacks.append(lambda _event: self._tick(token))
+        call_later(self.env, (at_us - now_us) / 1e6, self._tick, token)
 
     def _tick(self, token):
         if token != self._tick_token:
@@ -229,7 +229,7 @@ class DesBench(ev.Executor):
 
     def _after(self, delay_s, function, *args):
         """function(*args) delay_s from now, on a simpy timeout's callback."""
-        self.env.timeout(delay_s).callbacks.append(lambda _event: function(*args))
+        call_later(self.env, delay_s, function, *args)
 
     # --- the executor --------------------------------------------------------------------
 

@@ -15,6 +15,8 @@ import collections
 
 from simulators.deye.master import GAP_S, DeyeMaster, MasterView
 
+from .wires.frame_bus import call_later
+
 SOURCE = "deye"  # the inverter's endpoint name on the bus (as on the real-time bench)
 
 
@@ -85,7 +87,7 @@ class InverterModel(MasterView):
         exchange = _Exchange(done)
         self._exchange = exchange
         self.des.inverter_bus.send(SOURCE, request)
-        env.timeout(max(deadline_s - env.now, 0.0)).callbacks.append(lambda _event: self._finish(exchange, None))
+        call_later(env, max(deadline_s - env.now, 0.0), self._finish, exchange, None)
 
     def _finish(self, exchange, reply):
         if self._exchange is not exchange:
@@ -113,7 +115,11 @@ class InverterModel(MasterView):
         self._wake_token += 1
         token = self._wake_token
         wait_s = max(self.master.wake_s() - env.now, 0.0)
-        env.timeout(wait_s).callbacks.append(lambda _event: token == self._wake_token and self._next())
+        call_later(env, wait_s, self._wake, token)
+
+    def _wake(self, token):
+        if token == self._wake_token:
+            self._next()
 
     def _polled(self, request, reply):
         now_s = self.des.env.now

@@ -336,6 +336,25 @@ def test_bad_input_leaves_the_device_serving_the_inverter():
     assert deye.decode_identity(modbus.decode_response(identity).data)["serial"] == "VBMS-SLOT-00"
 
 
+def test_a_serial_set_over_rpc_is_the_identity_the_inverter_reads_next():
+    """The identity is encoded once per model and serial (slots.identity): a new serial, and the
+    battery's own again when it is cleared, reach the next 0x11 reply."""
+    batteries, rs485, ble, settings, _ = mixed_bench()
+    wiring = Wiring(settings, rs485, ble)
+    wiring.run_until(2_000_000)
+
+    def serial():
+        identity = wiring.ask_inverter(modbus.encode_report_id_request(0))
+        return deye.decode_identity(modbus.decode_response(identity).data)["serial"]
+
+    assert serial() == "VBMS-SLOT-00"
+    for value, expected in (("BENCH-0001", "BENCH-0001"), ("", "VBMS-SLOT-00")):
+        result, error = wiring.rpc("Config.Set", {"config": {"bms0.serial": value}}, TOKEN)
+        assert error is None, error
+        wiring.run_until(wiring.now_us + 1_000_000)
+        assert serial() == expected
+
+
 def test_scan_ble_is_answered_through_the_core_when_the_scan_result_arrives():
     found = [["C8:47:8C:10:00:06", "JK-BLE", -61, False], ["C8:47:8C:10:00:07", "JK-2", None, True]]
     wiring = Wiring({}, scan_devices=found)

@@ -173,3 +173,40 @@ def test_the_proxy_sleeps_until_the_reply_is_due_and_forgets_a_slot_taken_off_th
     assert wiring.proxy.next_deadline_us() is None  # nothing left to poll
     wiring.feed(ev.BmsBytes(BYD_REPLY_1, 50_000))  # the reply to the forgotten request
     assert wiring.proxy.slots[0].answers == 0 and wiring.read_unit(0) is None
+
+
+def test_a_battery_at_rest_answers_the_same_frame_and_stays_served_past_the_staleness_limit():
+    """The master reads an answer byte for byte the same as the slot's last one as that reading
+    again (rs485_master.BusKind.same_bytes_same_reading): it is fresh at its new time, so the
+    inverter is answered long after app.stale_s, and a frame that differs is decoded anew."""
+    battery = BatteryModel(seed=3, soc_permille=550)
+    module = BydModule(1, battery)
+    wiring = Wiring({"bms0.type": 1, "bms0.addr": "1", "app.stale_s": 5}, [module])
+    wiring.run_until(20_000_000)  # four times the staleness limit, the battery never changed
+    slot = wiring.proxy.slots[0]
+    assert slot.answers >= 20 and slot.failures == 0
+    assert wiring.now_us - slot.updated_us < 1_000_000
+    assert named(wiring, 0)["soc_permille"] == 550
+    battery.charge_mah = [mah * 0.5 for mah in battery.charge_mah]
+    battery.advance(0.0, 0)
+    wiring.run_until(22_000_000)
+    assert named(wiring, 0)["soc_permille"] == battery.soc_permille // 10 * 10 != 550  # (BYD: whole percent)
+
+
+def test_a_new_setting_takes_effect_even_when_the_battery_answers_the_same_frame():
+    """A reading is decoded under the slot's settings (a 4E57 pack without SOC gets one estimated for
+    its configured chemistry): after a change of configuration, the next answer is decoded anew
+    although its bytes are the same, and the inverter sees the new limit at once."""
+    battery = BatteryModel(seed=4, soc_permille=700)
+    wiring = Wiring({"bms0.type": 1, "bms0.addr": "1", "rpc.auth_token": TOKEN}, [BydModule(1, battery)])
+    wiring.run_until(2_000_000)
+    slot = wiring.proxy.slots[0]
+    kept = slot.reading
+    wiring.run_until(3_000_000)
+    assert slot.reading is kept  # the same frame again: the same reading
+    assert named(wiring, 0)["max_charge_current_ma"] == 50_000
+    result, error = wiring.rpc("Config.Set", {"config": {"bms0.max_charge_a": 20}}, TOKEN)
+    assert error is None, error
+    assert named(wiring, 0)["max_charge_current_ma"] == 20_000
+    wiring.run_until(4_000_000)
+    assert slot.reading is not kept and slot.reading.soc_permille == 700

@@ -149,6 +149,26 @@ def test_byd_forced_alarms(battery):
     assert byd.decode_response(byd_reply(module)[0]).fields["protect_state"] == 0
 
 
+def test_byd_status_follows_every_change_between_two_polls(battery):
+    """The module keeps its last frame while nothing changes (BydModule.fields): a forced alarm word,
+    a generic flag and a step of the battery model must each show at the very next poll."""
+    module = BydModule(1, battery)
+    first = byd_reply(module)[0]
+    assert byd_reply(module)[0] == first
+    for word, name in (("force_alarm_bits", "alarm_state"), ("force_protect_bits", "protect_state"),
+                       ("force_fail_bits", "fail_state")):  # fmt: skip
+        setattr(module, word, 1 << 3)
+        assert byd.decode_response(byd_reply(module)[0]).fields[name] & (1 << 3), word
+        setattr(module, word, 0)
+    assert byd_reply(module)[0] == first
+    battery.forced.add("soc_low")
+    assert byd.decode_response(byd_reply(module)[0]).fields["alarm_state"] & (1 << 12)
+    battery.forced.clear()
+    assert byd_reply(module)[0] == first
+    battery.advance(60, 20_000)
+    assert byd.decode_response(byd_reply(module)[0]).fields["current_ma"] == 20_000
+
+
 def test_jk_rs485_failures(battery):
     device = JkBms(battery, address=3)
     device.set_failure("silent")

@@ -154,3 +154,21 @@ def test_values_beyond_a_register_are_clamped_not_wrapped():
     reading.remaining_mah = 900_000
     registers = deye.registers_from_reading(reading, 55_200, 1_000_000)
     assert registers[0] == 0xFFFF and registers[1] == 0x8000 and registers[2] == 0xFFFF and registers[12] == 0xFFFF
+
+
+def test_a_read_after_new_registers_carries_them_with_a_correct_crc(slave):
+    """The slave keeps the CRC of each unit's last read (the inverter asks the same block poll after
+    poll): new registers, another block or another unit must each get their own."""
+    request = inverter_request(ReadInputRegistersRequest(address=0x1000, count=25, dev_id=0))
+    first = bytes(slave.handle(request, 2_000_000))
+    assert bytes(slave.handle(request, 2_100_000)) == first
+    changed = [register ^ 0x5A5A for register in REGISTERS]
+    slave.set_unit(0, changed, IDENTITY, updated_us=2_200_000)
+    assert inverter_decode(slave.handle(request, 2_300_000)).registers == changed
+    part = inverter_request(ReadInputRegistersRequest(address=0x1002, count=3, dev_id=0))
+    assert inverter_decode(slave.handle(part, 2_400_000)).registers == changed[2:5]
+    short = inverter_request(ReadInputRegistersRequest(address=0x1002, count=2, dev_id=0))
+    assert inverter_decode(slave.handle(short, 2_450_000)).registers == changed[2:4]
+    other = inverter_request(ReadInputRegistersRequest(address=0x1002, count=3, dev_id=0x0E))
+    assert inverter_decode(slave.handle(other, 2_500_000)).registers == [7] * 3
+    assert inverter_decode(slave.handle(request, 2_600_000)).registers == changed

@@ -160,6 +160,20 @@ def test_an_answer_is_decoded_with_the_reference_scaling():
     }
 
 
+def test_each_answer_shows_its_own_values_when_the_same_frame_comes_between():
+    """The master keeps each unit's last frame and its names (a battery at rest answers the same one):
+    a changed frame of the same unit, and another unit's, must show their own values."""
+    changed = list(PHOTO_REGISTERS)
+    changed[0] = 5000
+    frames = iter([registers_reply(0), registers_reply(0), registers_reply(0, changed), registers_reply(0)])
+    master = DeyeMaster(units=[0], poll_period_s=0.5, identity_interval_s=1e9)
+    now_s, seen = 0.0, []
+    for _ in range(4):
+        now_s = run_cycle(master, now_s, reply=lambda r: next(frames) if r.function == 4 else identity_reply(0))[0]
+        seen.append(master.units[0].values["pack_voltage_mv"])
+    assert seen == [54_580, 54_580, 50_000, 54_580]
+
+
 def test_a_discharging_current_is_negative():
     registers = list(PHOTO_REGISTERS)
     registers[1] = 0x10000 - 1234  # s16: -12.34 A (1.3.2)

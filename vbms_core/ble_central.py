@@ -176,26 +176,36 @@ class BleCentral:
             self.handle(session, DUE, now_us)
 
     def next_deadline_us(self):
-        config = self.owner.config
-        timeout_us = config["app.ble_timeout_s"] * 1000000
+        """The soonest deadline of a session (asked before every wait of the driver: one pass)."""
+        timeout_us = self.owner.config["app.ble_timeout_s"] * 1000000
         soonest = None
-        room = self.active() < config["app.ble_max_connections"]
-        if not room:  # a module that has had its reading can make room
-            for session in self.sessions.values():
-                if session.state == STREAMING and session.streamed_us is not None:
-                    room = True
+        soonest_attempt = None  # of the idle sessions: due only if a connection is free or can be freed
+        active = 0
+        can_yield = False  # a module that has had its reading can make room
         for session in self.sessions.values():
             state = session.state
             if state == IDLE:
-                due = session.next_attempt_us if room else None
-            elif state == CONNECTING:
+                due = session.next_attempt_us
+                if due is not None and (soonest_attempt is None or due < soonest_attempt):
+                    soonest_attempt = due
+                continue
+            active += 1
+            if state == CONNECTING:
                 due = session.asked_us + CONNECT_TIMEOUT_FACTOR * timeout_us + 1
             else:
                 due = session.last_frame_us + timeout_us + 1
                 if state == HANDSHAKE:
                     due = min(due, session.asked_us + ASK_EVERY_US + 1)
-            if due is not None and (soonest is None or due < soonest):
+                elif state == STREAMING and session.streamed_us is not None:
+                    can_yield = True
+            if soonest is None or due < soonest:
                 soonest = due
+        if (
+            soonest_attempt is not None
+            and (soonest is None or soonest_attempt < soonest)
+            and (can_yield or active < self.owner.config["app.ble_max_connections"])
+        ):
+            soonest = soonest_attempt
         return soonest
 
     # --- the steps ------------------------------------------------------------------

@@ -85,9 +85,12 @@ _DATA_FORMAT = "<" + "".join(code for _, code in _DATA_FIELDS)
 
 
 def _sum8(frame, end):
-    total = 0
-    for index in range(1, end):
-        total += frame[index]
+    """The sum of bytes 1 .. end - 1, modulo 256 (end is at or just before the frame's end):
+    the built-in sum over the whole frame, less what lies outside, costs a fraction of a loop
+    in Python (and allocates nothing on MicroPython)."""
+    total = sum(frame) - frame[0]
+    for index in range(end, len(frame)):
+        total -= frame[index]
     return total & 0xFF
 
 

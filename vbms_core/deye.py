@@ -206,11 +206,16 @@ class DeyeSlave:
     allocates next to nothing, as it runs for every inverter poll.
     """
 
-    __slots__ = ("stale_us", "_images", "_identities", "_updated", "_tx", "_tx_view", "reason", "exception_code")
+    __slots__ = ("stale_us", "_images", "_identities", "_updated", "_tx", "_tx_view", "reason", "exception_code",
+                 "_read_asked", "_read_crc")  # fmt: skip
 
     def __init__(self, stale_us):
         self.stale_us = stale_us
         self._images = [None] * UNITS
+        # per unit, the register read last answered ((offset << 8) | count, -1 for none) and its reply's
+        # CRC: the inverter asks for the same block poll after poll, and the registers change less often
+        self._read_asked = [-1] * UNITS
+        self._read_crc = [0] * UNITS
         self._identities = [None] * UNITS
         self._updated = [0] * UNITS
         self._tx = bytearray(modbus.MAX_ADU)
@@ -229,10 +234,17 @@ class DeyeSlave:
             self._images[unit] = image
         for index in range(REGISTER_COUNT):
             struct.pack_into(">H", image, 2 * index, registers[index])
+        self._read_asked[unit] = -1
         self._identities[unit] = identity
         self._updated[unit] = updated_us
 
+    def touch(self, unit, updated_us):
+        """The unit's registers and identity stand, read again at updated_us."""
+        if self._images[unit] is not None:
+            self._updated[unit] = updated_us
+
     def clear_unit(self, unit):
+        self._read_asked[unit] = -1
         self._images[unit] = None
         self._identities[unit] = None
 
@@ -297,7 +309,15 @@ class DeyeSlave:
             for index in range(2 * count):
                 tx[3 + index] = image[start + index]
             self.reason = REPLY_REGISTERS
-            return self._finish(3 + 2 * count)
+            length = 3 + 2 * count
+            asked = offset << 8 | count
+            if self._read_asked[unit] != asked:  # the CRC of this read of these registers, once
+                self._read_crc[unit] = modbus.crc16_range(tx, 0, length)
+                self._read_asked[unit] = asked
+            crc = self._read_crc[unit]
+            tx[length] = crc & 0xFF
+            tx[length + 1] = crc >> 8
+            return self._tx_view[: length + 2]
         if function == modbus.REPORT_ID:
             if length != 4:
                 self.reason = SILENT_BAD_FRAME

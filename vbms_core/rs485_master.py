@@ -83,29 +83,34 @@ class BusKind:
     start(rx) -> offset where the reply begins (bytes before it are dropped);
     reply_length(prefix) -> total length or None while unknown;
     decode(slot, raw) -> a battery.Reading, or None for an answer without one (settings),
-    raising ProtocolError for a reply that cannot be used.
+    raising ProtocolError for a reply that cannot be used;
+    same_bytes_same_reading: decode depends on the reply's bytes and the slot's settings only, so
+    an answer byte for byte the same as the slot's last one is that reading again (a battery at
+    rest answers the same frame poll after poll: its decoding and its registers are skipped).
     """
 
-    __slots__ = ("name", "request", "reply_bytes", "start", "reply_length", "decode")
+    __slots__ = ("name", "request", "reply_bytes", "start", "reply_length", "decode", "same_bytes_same_reading")
 
-    def __init__(self, name, request, reply_bytes, start, reply_length, decode):
+    def __init__(self, name, request, reply_bytes, start, reply_length, decode, same_bytes_same_reading):
         self.name = name
         self.request = request
         self.reply_bytes = reply_bytes
         self.start = start
         self.reply_length = reply_length
         self.decode = decode
+        self.same_bytes_same_reading = same_bytes_same_reading
 
 
 BUS_KINDS = {
     config_module.TYPE_BYD_PRO: BusKind(
-        "BYD PRO", _byd_request, BYD_REPLY_BYTES, _at_start, byd.frame_length, _byd_decode
+        "BYD PRO", _byd_request, BYD_REPLY_BYTES, _at_start, byd.frame_length, _byd_decode, True
     ),
+    # (a JK-PB status frame is read with the settings frame the slot has: not the bytes alone)
     config_module.TYPE_JK_PB: BusKind(
-        "JK-PB", _jk_pb_request, JK_PB_REPLY_BYTES, _jk_pb_start, jk_pb.trigger_reply_length, _jk_pb_decode
+        "JK-PB", _jk_pb_request, JK_PB_REPLY_BYTES, _jk_pb_start, jk_pb.trigger_reply_length, _jk_pb_decode, False
     ),
     config_module.TYPE_JK_4E57: BusKind(
-        "JK 4E57", _jk_4e57_request, JK_4E57_REPLY_BYTES, _at_start, jk_4e57.frame_length, _jk_4e57_decode
+        "JK 4E57", _jk_4e57_request, JK_4E57_REPLY_BYTES, _at_start, jk_4e57.frame_length, _jk_4e57_decode, True
     ),
 }
 
@@ -203,12 +208,19 @@ class Rs485Master:
             if now_us + rest_us > pending.deadline_us:
                 pending.deadline_us = now_us + rest_us
             return
+        slot = pending.slot
+        raw = bytes(rx[:expected])
+        if pending.kind.same_bytes_same_reading and raw == slot.last_raw:
+            self.owner.answered_again(slot, now_us)
+            self._finish(now_us)
+            return
         try:
-            reading = pending.kind.decode(pending.slot, bytes(rx[:expected]))
+            reading = pending.kind.decode(slot, raw)
         except ProtocolError as error:
             self._retry_or_give_up("bad reply: %s" % error, now_us)
             return
-        self.owner.answered(pending.slot, reading, now_us)
+        self.owner.answered(slot, reading, now_us)
+        slot.last_raw = raw if reading is not None else None
         self._finish(now_us)
 
     def _retry_or_give_up(self, message, now_us):

@@ -29,7 +29,7 @@ class Slot:
     __slots__ = (
         "index", "kind", "address", "name", "serial", "voltage_mv", "max_charge_ma", "chemistry", "reading",
         "updated_us", "status", "error", "model", "device_serial", "settings", "layout", "polls", "answers",
-        "failures",
+        "failures", "last_raw", "_identity", "_identity_of",
     )  # fmt: skip
 
     def __init__(self, index):
@@ -52,6 +52,9 @@ class Slot:
         self.polls = 0
         self.answers = 0
         self.failures = 0
+        self.last_raw = None  # the bytes of the latest RS485 answer its reading was decoded from
+        self._identity = None  # the encoded identity, and the (model, serial) it was encoded from
+        self._identity_of = None
 
     def configure(self, config):
         """Take this slot's settings; returns True when it now names another battery."""
@@ -69,10 +72,12 @@ class Slot:
         self.voltage_mv = int(config[prefix + "voltage"] * 1000 + 0.5)
         self.max_charge_ma = config[prefix + "max_charge_a"] * 1000
         self.chemistry = config[prefix + "chemistry"]
+        self.last_raw = None  # (the next answer is decoded under these settings)
         return replaced
 
     def forget(self):
         self.reading = None
+        self.last_raw = None
         self.updated_us = None
         self.error = None
         self.model = self.device_serial = self.settings = self.layout = None
@@ -133,7 +138,12 @@ def wire_text(text, limit):
 
 
 def identity(slot):
-    """The DEYE 0x11 identity: the model (15 characters) and serial (20) the wire carries."""
-    return deye.encode_identity(
-        wire_text(slot.model_name(), deye.MODEL_MAX), wire_text(slot.serial_number(), deye.SERIAL_LENGTH)
-    )
+    """The DEYE 0x11 identity: the model (15 characters) and serial (20) the wire carries.
+    Encoded again only when the model or serial changed (it is asked for at every answer)."""
+    model = slot.model_name()
+    serial = slot.serial_number()
+    seen = slot._identity_of
+    if seen is None or seen[0] != model or seen[1] != serial:
+        slot._identity = deye.encode_identity(wire_text(model, deye.MODEL_MAX), wire_text(serial, deye.SERIAL_LENGTH))
+        slot._identity_of = (model, serial)
+    return slot._identity

@@ -15,14 +15,42 @@ only (a device model that answers the master and ignores the other devices' repl
 send(source, data, deliver) is the older form: that one callback is the only receiver,
 with no name (so a fault that names a target does not reach it).
 
-The bus runs on simpy timeouts with callbacks, not a process per frame: a frame costs
-two scheduled events (its last bit arriving, and t3.5 after that; a third when it goes on
-the line later than it was sent) and no generator.
+The bus runs on simpy's queue with callbacks (call_later), not a process per frame: a frame
+costs two scheduled calls (its last bit arriving, and t3.5 after that; a third when it goes
+on the line later than it was sent) and no generator.
 """
+
+from simpy.events import NORMAL
 
 from vbms_core.modbus import char_time_us, silence_us
 
-from .faults import Decision, FaultModel
+from .faults import FaultModel
+
+
+def _fire(call):
+    call.function(*call.arguments)
+
+
+class _Call:
+    """What simpy's Environment.step needs of an event (callbacks, _ok) and no more: a call at a
+    time costs one of these instead of a Timeout, its callback list and a closure.  (step takes
+    the callbacks, sets them to None, calls each with the event, then looks at _ok.)"""
+
+    __slots__ = ("callbacks", "function", "arguments")
+    _ok = True
+    _FIRE = (_fire,)
+
+    def __init__(self, function, arguments):
+        self.callbacks = self._FIRE
+        self.function = function
+        self.arguments = arguments
+
+
+def call_later(env, delay_s, function, *arguments):
+    """function(*arguments) delay_s of simulated time from now (as a Timeout's callback would be)."""
+    if delay_s < 0:
+        raise ValueError("negative delay %r" % (delay_s,))
+    env.schedule(_Call(function, arguments), NORMAL, delay_s)
 
 
 class _Burst:
@@ -30,11 +58,11 @@ class _Burst:
 
     __slots__ = ("source", "decision", "start_s", "end_s", "raw", "collided", "receivers", "untouched")
 
-    def __init__(self, source, decision, receivers, untouched):
+    def __init__(self, source, decision, receivers, untouched, start_s):
         self.source = source
-        self.decision = decision
-        self.start_s = decision.start_s
-        self.end_s = decision.start_s
+        self.decision = decision  # None when untouched (no fault rule was in force)
+        self.start_s = start_s
+        self.end_s = start_s
         self.raw = bytearray()
         self.collided = False
         self.receivers = receivers  # name -> deliver
@@ -126,7 +154,10 @@ class FrameBus:
         with no t3.5 between them, is the same frame on the wire)."""
         env = self.env
         data = bytes(data)
-        start_s = max(env.now, self.sending_until.get(source, 0.0))
+        now_s = env.now
+        start_s = self.sending_until.get(source, 0.0)
+        if start_s < now_s:
+            start_s = now_s
         burst = self._bursts.get(source)
         if burst is None or start_s - burst.end_s >= self.gap_s:
             if burst is not None:
@@ -134,34 +165,38 @@ class FrameBus:
             receivers = self._receivers_of(source) if deliver is None else {None: deliver}
             untouched = not self.model.faults
             if untouched:  # no rule to decide by: everyone who hears the line gets the frame as sent
-                decision = Decision(start_s, receivers)
+                burst = _Burst(source, None, receivers, True, start_s)
             else:
                 decision = self.model.decide(source, data, start_s, list(receivers))
                 if not decision.sent:
                     return
-            burst = _Burst(source, decision, receivers, untouched)
+                burst = _Burst(source, decision, receivers, False, decision.start_s)
+                if decision.noise:
+                    self._record(
+                        decision.noise_start_s, "noise", decision.noise, ["noise before a frame from %s" % source]
+                    )
+                    noise_end_s = decision.noise_start_s + self.transfer_s(decision.noise)
+                    for name in decision.noise_receivers:
+                        self._at(noise_end_s, self._noise_arrived, receivers[name], decision.noise)
+                start_s = decision.start_s
             self._bursts[source] = burst
-            if decision.noise:
-                self._record(decision.noise_start_s, "noise", decision.noise, ["noise before a frame from %s" % source])
-                noise_end_s = decision.noise_start_s + self.transfer_s(decision.noise)
-                for name in decision.noise_receivers:
-                    self._at(noise_end_s, self._noise_arrived, receivers[name], decision.noise)
-            start_s = decision.start_s
-        offset = len(burst.raw)
-        burst.raw.extend(data)
-        end_s = start_s + self.transfer_s(data)
+        raw = burst.raw
+        offset = len(raw)
+        raw.extend(data)
+        end_s = start_s + len(data) * self.char_s
         burst.end_s = end_s
         self.sending_until[source] = end_s
         piece = _Piece(burst, data, offset, start_s, end_s)
-        if start_s <= env.now:
+        if start_s <= now_s:
             self._on_line(piece)
         else:
-            self._at(start_s, self._on_line, piece)
-        self._at(end_s, self._arrived, piece)
+            env.schedule(_Call(self._on_line, (piece,)), NORMAL, start_s - now_s)
+        env.schedule(_Call(self._arrived, (piece,)), NORMAL, end_s - now_s)
 
     def _at(self, at_s, function, *arguments):
         """function(*arguments) at simulated time at_s (now if it has passed)."""
-        self.env.timeout(max(at_s - self.env.now, 0.0)).callbacks.append(lambda _event: function(*arguments))
+        env = self.env
+        env.schedule(_Call(function, arguments), NORMAL, max(at_s - env.now, 0.0))
 
     def _noise_arrived(self, deliver, noise):
         deliver(noise, self.env.now)
@@ -188,8 +223,8 @@ class FrameBus:
         """The piece's last bit has arrived: each receiver gets what the decision gives it."""
         burst = piece.burst
         now_s = self.env.now
-        if burst.untouched and not piece.garbled:
-            data = piece.data
+        if burst.untouched:
+            data = bytes(b ^ 0x5A for b in piece.data) if piece.garbled else piece.data
             for deliver in burst.receivers.values():
                 deliver(data, now_s)
         else:
@@ -198,7 +233,7 @@ class FrameBus:
                 data = decision.received(name, piece.data, piece.offset)
                 if data is not None:
                     deliver(bytes(b ^ 0x5A for b in data) if piece.garbled else data, now_s)
-        self._at(now_s + self.gap_s, self._quiet, burst)
+        self.env.schedule(_Call(self._quiet, (burst,)), NORMAL, self.gap_s)
 
     def _quiet(self, burst):
         """t3.5 after a piece: the burst is a frame if its sender has sent nothing since."""
@@ -209,7 +244,8 @@ class FrameBus:
     def _close(self, burst):
         self._bursts.pop(burst.source, None)
         self.frames += 1
-        self._record(burst.start_s, burst.source, bytes(burst.raw), burst.decision.faults, burst.collided)
+        faults = burst.decision.faults if burst.decision is not None else ()
+        self._record(burst.start_s, burst.source, bytes(burst.raw), faults, burst.collided)
 
     def _record(self, t_s, source, raw, faults, collision=False):
         if self.trace is not None:

@@ -59,6 +59,10 @@ class BydModule:
         self.force_fail_bits = 0
         self.requests = 0
         self._stuck = None
+        self._fields_key = None  # what fields() were made from, and they
+        self._fields = None
+        self._last_fields = None  # the latest reply's field values, and its frame
+        self._last_reply = None
         self._random = random.Random(seed)
 
     def set_failure(self, failure):
@@ -68,6 +72,17 @@ class BydModule:
         self._stuck = self.fields() if failure == "stuck" else None
 
     def fields(self):
+        """The status frame's values now (a dict nobody may change: the same one is handed out until
+        they change; the battery model's state changes in its steps only, see BatteryModel.steps)."""
+        battery = self.battery
+        key = (battery.steps, self.force_alarm_bits, self.force_protect_bits, self.force_fail_bits,
+               tuple(sorted(battery.forced)))  # fmt: skip
+        if key != self._fields_key:
+            self._fields_key = key
+            self._fields = self._make_fields()
+        return self._fields
+
+    def _make_fields(self):
         battery = self.battery
         warnings, protections = battery.flags()
         current = battery.current_ma
@@ -98,6 +113,8 @@ class BydModule:
 
     def handle(self, frame):
         """(reply, delay_s) for a frame heard on the bus, or None to stay silent."""
+        if not frame or frame[0] != self.address:
+            return None  # (what decoding would conclude, for a frame to another address, at a glance)
         try:
             request = byd.decode_request(frame)
         except RemoteProtocolError:
@@ -108,7 +125,10 @@ class BydModule:
         if self.failure == "silent":
             return None
         fields = self._stuck if self.failure == "stuck" else self.fields()
-        reply = byd.encode_response(self.address, fields)
+        if fields != self._last_fields:  # the same values encode to the same frame
+            self._last_fields = fields
+            self._last_reply = byd.encode_response(self.address, fields)
+        reply = self._last_reply
         if self.failure == "garbage":
             reply = bytes(self._random.randrange(256) for _ in range(len(reply)))
         elif self.failure == "bad_checksum":

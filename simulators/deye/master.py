@@ -90,10 +90,19 @@ class PollRequest:
         return "PollRequest(unit=%d, function=0x%02X, sent_s=%.3f)" % (self.unit, self.function, self.sent_s)
 
 
-def _encode(unit: int, function: int) -> bytes:
+def _encode_request(unit: int, function: int) -> bytes:
     if function == modbus.READ_INPUT:
         return modbus.encode_read_request(unit, modbus.READ_INPUT, deye.FIRST_REGISTER, deye.REGISTER_COUNT)
     return modbus.encode_report_id_request(unit)
+
+
+# the master asks 15 units at most two questions: each one encoded once
+_REQUESTS = {(unit, function): _encode_request(unit, function)
+             for unit in range(deye.UNITS) for function in (modbus.READ_INPUT, modbus.REPORT_ID)}  # fmt: skip
+
+
+def _encode(unit: int, function: int) -> bytes:
+    return _REQUESTS[(unit, function)]
 
 
 class DeyeMaster:
@@ -131,6 +140,9 @@ class DeyeMaster:
         self._due_s = 0.0
         self._cycle_start_s = 0.0
         self._identity_due_s: dict[int, float | None] = dict.fromkeys(order)  # None: at the next answer
+        # receive_frame: per unit and function (a reply's first two bytes), its latest frame and decoding
+        self._last_replies: dict[bytes, tuple] = {}
+        self._named: dict[int, tuple] = {}  # unit -> (its latest registers, them named)
 
     # --- the schedule ------------------------------------------------------------------
 
@@ -165,10 +177,17 @@ class DeyeMaster:
         """The pending request's reply as bytes (None: no reply); a frame that does not decode is a miss."""
         response = None
         if adu is not None:
-            try:
-                response = modbus.decode_response(adu)
-            except RemoteProtocolError:
-                response = None
+            adu = bytes(adu)
+            last = self._last_replies.get(adu[:2])
+            if last is not None and last[0] == adu:  # the same bytes decode to the same response
+                response = last[1]
+            else:
+                try:
+                    response = modbus.decode_response(adu)
+                except RemoteProtocolError:
+                    response = None
+                if response is not None and adu[0] in self.units:  # (bounded: a unit and function's latest)
+                    self._last_replies[adu[:2]] = (adu, response)
         self.receive(response, now_s)
 
     def receive(self, response, now_s: float) -> None:
@@ -196,7 +215,12 @@ class DeyeMaster:
             and response.function == modbus.READ_INPUT
             and len(response.registers) == deye.REGISTER_COUNT
         ):
-            state.values = deye.named_registers(deye.FIRST_REGISTER, list(response.registers))
+            registers = tuple(response.registers)
+            named = self._named.get(unit)
+            if named is None or named[0] != registers:  # (named anew only when they changed)
+                named = (registers, deye.named_registers(deye.FIRST_REGISTER, list(registers)))
+                self._named[unit] = named
+            state.values = named[1]
             state.last_ok_s = now_s
             state.misses = 0
             state.answers += 1
