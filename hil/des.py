@@ -25,7 +25,8 @@ a scenario that looks only at the inverter needs:
   the module's frame counter and uptime, which the inverter never sees.  In FAST, a
   device model is changed through the target (DesTarget), which tells the bench first
   (device_changes);
-- the battery models are stepped every FAST_BATTERY_STEP_S (see there for the tolerance);
+- a battery model is stepped when the current asked of it moves (current_step_ma), and
+  FAST_BATTERY_STEP_S after its last step at the latest (see there for the tolerance);
 - a device model hears the proxy's requests only, not the other devices' replies (it
   answers requests only);
 - the buses stay frame-level: timing, faults and collisions are the same in both.
@@ -58,8 +59,9 @@ FAST = "fast"
 FIDELITIES = (FULL, FAST)
 
 BLE_POLL_S = 0.1  # FULL: how often a JK module whose failure is a lost link is looked for
-# FAST: the battery models are stepped every FAST_BATTERY_STEP_S, and at once when the current the
-# inverter asks of one moves by FAST_CURRENT_STEP_MA or changes direction.  The current is sampled
+# FAST: a battery model is stepped at once when the current the inverter asks of it moves by
+# current_step_ma() or changes direction, and FAST_BATTERY_STEP_S after its last step at the latest
+# (each battery has its own clock: one whose current keeps moving needs no other).  The current is sampled
 # at whole seconds as in full fidelity, and a step's charge and heat come from the mean of those
 # samples, so no charge is lost between steps.  What the inverter can see then differs from full
 # fidelity only by the state a step has not caught up with yet: tests/test_des_speed.py states that
@@ -68,7 +70,18 @@ BLE_POLL_S = 0.1  # FULL: how often a JK module whose failure is a lost link is 
 # `vbms bench des` while the lag it allows grows with it (at the 50 A a BYD module takes, a 10 s
 # step is 2.8 permille of its SOC).
 FAST_BATTERY_STEP_S = 10
+# The current a BMS reports may lag the one flowing by 2 % of it, a tenth of an amp at least (the charge
+# counted is exact either way, see _Flow).  Under a day of sun the inverter's split moves each battery's
+# current a little at every cycle: those steps are about a fifth of `vbms bench des`'s work.
 FAST_CURRENT_STEP_MA = 100
+FAST_CURRENT_STEP_PERMILLE = 20
+
+
+def current_step_ma(current_ma):
+    """FAST: how far the current flowing may move from the one a battery model reports before it is stepped."""
+    return max(FAST_CURRENT_STEP_MA, abs(current_ma) * FAST_CURRENT_STEP_PERMILLE // 1000)
+
+
 # FAST: the longest a streaming JK module goes without a frame reaching the proxy; less with a short
 # app.ble_timeout_s or app.stale_s (a second before either would run out)
 FAST_BLE_REFRESH_S = 4.0
@@ -177,7 +190,11 @@ class DesBench(ev.Executor):
         self.battery_step_s = FAST_BATTERY_STEP_S if fast else 1
         self._clock_token += 1
         at_s = (self._battery_stepped_s // self.battery_step_s + 1) * self.battery_step_s
-        self._after(at_s - self.env.now, self._clock, self._clock_token, at_s)
+        if fast:  # each battery's own clock: FAST_BATTERY_STEP_S after its last step, whatever made it
+            for slot in self.batteries:
+                self._after(at_s - self.env.now, self._battery_due, slot, at_s, self._clock_token)
+        else:
+            self._after(at_s - self.env.now, self._clock, self._clock_token, at_s)
         if self.bms_bus is not None:
             for spec in self.bench.batteries:
                 if spec.bus is not None:
@@ -410,22 +427,26 @@ class DesBench(ev.Executor):
             self.feed(ev.BleNotify(slot, chunk, 0))
 
     def _clock(self, token, at_s):
-        """At whole second at_s, every battery_step_s: FULL steps each battery model by a second
-        with the current the inverter asks of it now; FAST steps each by the time since its last
-        step, with the mean of the currents sampled meanwhile."""
+        """FULL: at every whole second at_s, each battery model steps by a second with the current
+        the inverter asks of it now."""
         if token != self._clock_token:
             return  # the fidelity changed: a new clock runs
-        if self.fidelity == FAST:
-            self._sample_currents(at_s)
-            for slot in self.batteries:
-                self._step_fast(slot, at_s)
-        else:
-            currents = self.inverter.battery_current_ma
-            for slot, battery in self.batteries.items():
-                battery.advance(at_s - self._battery_stepped_s, currents.get(slot, 0))
-                self._uptime(slot, at_s)
+        currents = self.inverter.battery_current_ma
+        for slot, battery in self.batteries.items():
+            battery.advance(at_s - self._battery_stepped_s, currents.get(slot, 0))
+            self._uptime(slot, at_s)
         self._battery_stepped_s = at_s
         self._after(at_s + self.battery_step_s - self.env.now, self._clock, token, at_s + self.battery_step_s)
+
+    def _battery_due(self, slot, at_s, token):
+        """FAST: at whole second at_s, a battery model not stepped for FAST_BATTERY_STEP_S steps by the
+        time since, with the mean of the currents sampled meanwhile (one that a change of its current
+        stepped meanwhile has a later clock)."""
+        if token != self._clock_token or self._flows[slot].stepped_s + FAST_BATTERY_STEP_S > at_s:
+            return
+        self._sample_currents(at_s)
+        if self._flows[slot].stepped_s < at_s:  # (unless the sample stepped it just now)
+            self._step_fast(slot, at_s)
 
     def _uptime(self, slot, now_s):
         device = self.devices[slot]
@@ -457,7 +478,7 @@ class DesBench(ev.Executor):
             flow.sample_ma = current_ma
             reported_ma = flow.reported_ma
             if (
-                abs(current_ma - reported_ma) >= FAST_CURRENT_STEP_MA
+                abs(current_ma - reported_ma) >= current_step_ma(reported_ma)
                 or (current_ma > 0) != (reported_ma > 0)
                 or (current_ma < 0) != (reported_ma < 0)
             ):
@@ -479,6 +500,8 @@ class DesBench(ev.Executor):
         flow.charge_mas = 0
         flow.stepped_s = now_s
         self._uptime(slot, now_s)
+        at_s = now_s + FAST_BATTERY_STEP_S
+        self._after(at_s - self.env.now, self._battery_due, slot, at_s, self._clock_token)
 
     def restart(self):
         """The device under test restarts from its saved configuration, half a second from now."""
