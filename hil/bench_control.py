@@ -21,19 +21,30 @@ JSON>}, the action being {"op": NAME, "params": {...}, "result": {...}}.  replay
 does the same operations at the same trace times on a fresh bench (`vbms sim --replay TRACE`).
 """
 
+from __future__ import annotations
+
 import json
 import math
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable, Iterable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
+from typing import TYPE_CHECKING, Any, Literal, Self, overload
 
 from simulators.deye.profile import PROFILE_KINDS
 
 from . import operations
 from .trace import with_summary
-from .wires.faults import FAULT_KINDS, BusError
+from .wires.faults import FAULT_KINDS, BusError, Fault
+
+if TYPE_CHECKING:
+    from simulators.deye.inverter import DeyeInverter
+    from simulators.deye.profile import PowerProfile
+
+    from .benchfile import BatterySpec
+    from .sim import Simulation
 
 OPERATOR = "operator"  # the trace channel of operator records
 TRAFFIC_LIMIT = 200  # records per /api/traffic answer, by default
@@ -65,9 +76,9 @@ class _Channel:
 
     __slots__ = ("name", "protocol")
 
-    def __init__(self, name):
+    def __init__(self, name: str) -> None:
         self.name = name
-        self.protocol = None
+        self.protocol: str | None = None
 
 
 OPERATOR_CHANNEL = _Channel(OPERATOR)
@@ -79,15 +90,15 @@ OPERATOR_CHANNEL = _Channel(OPERATOR)
 class Params:
     """An operation's JSON parameters, read one by one with their checks; done() refuses the rest."""
 
-    def __init__(self, operation, body, simulation):
+    def __init__(self, operation: str, body: object, simulation: Simulation) -> None:
         if not isinstance(body, dict):
             raise BadRequest("%s takes a JSON object of parameters, not %s" % (operation, type(body).__name__))
         self.operation = operation
         self.body = body
         self.simulation = simulation
-        self.used = []
+        self.used: list[str] = []
 
-    def _take(self, key, default):
+    def _take(self, key: str, default: object) -> Any:  # a JSON value
         self.used.append(key)
         if key in self.body and self.body[key] is not None:
             return self.body[key]
@@ -95,7 +106,12 @@ class Params:
             raise BadRequest("%s needs %s" % (self.operation, key))
         return default
 
-    def number(self, key, low, high, default=_REQUIRED):
+    # Left out, the default is _REQUIRED: the parameter must be there, and the answer is never None.
+    @overload
+    def number(self, key: str, low: float, high: float, default: float = ...) -> float: ...
+    @overload
+    def number(self, key: str, low: float, high: float, default: None) -> float | None: ...
+    def number(self, key: str, low: float, high: float, default: object = _REQUIRED) -> float | None:
         value = self._take(key, default)
         if value is None:
             return None
@@ -105,7 +121,11 @@ class Params:
             raise BadRequest("%s: %s must be within %g..%g, not %g" % (self.operation, key, low, high, value))
         return value
 
-    def integer(self, key, low, high, default=_REQUIRED):
+    @overload
+    def integer(self, key: str, low: int, high: int, default: int = ...) -> int: ...
+    @overload
+    def integer(self, key: str, low: int, high: int, default: None) -> int | None: ...
+    def integer(self, key: str, low: int, high: int, default: object = _REQUIRED) -> int | None:
         value = self._take(key, default)
         if value is None:
             return None
@@ -117,7 +137,11 @@ class Params:
             raise BadRequest("%s: %s must be within %d..%d, not %d" % (self.operation, key, low, high, value))
         return value
 
-    def choice(self, key, choices, default=_REQUIRED, none=False):
+    @overload
+    def choice(self, key: str, choices: Sequence[str], default: str = ..., none: Literal[False] = False) -> str: ...
+    @overload
+    def choice(self, key: str, choices: Sequence[str], default: str = ..., *, none: Literal[True]) -> str | None: ...
+    def choice(self, key: str, choices: Sequence[str], default: object = _REQUIRED, none: bool = False) -> str | None:
         """One of choices; with none=True a JSON null (or leaving it out) is None."""
         if none:
             self.used.append(key)
@@ -131,19 +155,19 @@ class Params:
             raise BadRequest("%s: %s must be one of %s, not %s" % (self.operation, key, allowed, json.dumps(value)))
         return value
 
-    def flag(self, key, default):
+    def flag(self, key: str, default: bool) -> bool:
         value = self._take(key, default)
         if not isinstance(value, bool):
             raise BadRequest("%s: %s must be true or false, not %s" % (self.operation, key, json.dumps(value)))
         return value
 
-    def text(self, key):
+    def text(self, key: str) -> str:
         value = self._take(key, _REQUIRED)
         if not isinstance(value, str) or not value:
             raise BadRequest("%s: %s must be text, not %s" % (self.operation, key, json.dumps(value)))
         return value
 
-    def slot(self):
+    def slot(self) -> int:
         slots = sorted(self.simulation.devices)
         slot = self.integer("slot", 0, 14)
         if slot not in self.simulation.devices:
@@ -152,10 +176,10 @@ class Params:
             )
         return slot
 
-    def bus(self):
+    def bus(self) -> str:
         return self.choice("bus", tuple(self.simulation.buses))
 
-    def done(self):
+    def done(self) -> None:
         unknown = sorted(set(self.body) - set(self.used))
         if unknown:
             raise BadRequest(
@@ -163,15 +187,15 @@ class Params:
             )
 
 
-def _listed(values):
+def _listed(values: Iterable[object]) -> str:
     return ", ".join(map(str, values)) or "none"
 
 
-def _spec(simulation, slot):
+def _spec(simulation: Simulation, slot: int) -> BatterySpec:
     return simulation.bench.battery(slot)
 
 
-def _inverter(simulation, operation):
+def _inverter(simulation: Simulation, operation: str) -> DeyeInverter:
     if simulation.inverter is None:
         raise BadRequest("%s: this bench has no simulated inverter (started with --external deye)" % operation)
     return simulation.inverter
@@ -179,30 +203,32 @@ def _inverter(simulation, operation):
 
 # --- the operations: (parameters read and checked, then done) -------------------------------------------
 # Each returns (params to record, result); the recorded params given again do the same thing (replay).
+Done = tuple[dict[str, Any], dict[str, Any]]
+Operation = Callable[["BenchControl", Params], Done]
 
 
-def op_set_soc(control, p):
+def op_set_soc(control: BenchControl, p: Params) -> Done:
     slot, soc_pct = p.slot(), p.number("soc_pct", 0, 100)
     p.done()
     operations.set_soc(control.simulation, slot, round(soc_pct * 10))
     return {"slot": slot, "soc_pct": soc_pct}, {}
 
 
-def op_set_temperature(control, p):
+def op_set_temperature(control: BenchControl, p: Params) -> Done:
     slot, temperature_c = p.slot(), p.number("temperature_c", -40, 100)
     p.done()
     operations.set_temperature(control.simulation, slot, round(temperature_c * 10))
     return {"slot": slot, "temperature_c": temperature_c}, {}
 
 
-def op_set_cell_spread(control, p):
+def op_set_cell_spread(control: BenchControl, p: Params) -> Done:
     slot, spread_mv = p.slot(), p.integer("cell_spread_mv", 0, 1000)
     p.done()
     operations.set_cell_spread(control.simulation, slot, spread_mv)
     return {"slot": slot, "cell_spread_mv": spread_mv}, {}
 
 
-def op_device_failure(control, p):
+def op_device_failure(control: BenchControl, p: Params) -> Done:
     slot = p.slot()
     kind = _spec(control.simulation, slot).type
     failure = p.choice("failure", operations.FAILURES[kind], none=True)
@@ -211,7 +237,7 @@ def op_device_failure(control, p):
     return {"slot": slot, "failure": failure}, {}
 
 
-def op_raise_alarm(control, p):
+def op_raise_alarm(control: BenchControl, p: Params) -> Done:
     slot = p.slot()
     words = tuple(operations.alarm_words(control.simulation.devices[slot]))
     word, bit = p.choice("word", words), p.integer("bit", 0, 31)
@@ -220,23 +246,24 @@ def op_raise_alarm(control, p):
     return {"slot": slot, "word": word, "bit": bit}, {}
 
 
-def op_clear_alarms(control, p):
+def op_clear_alarms(control: BenchControl, p: Params) -> Done:
     slot = p.slot()
     p.done()
     operations.clear_alarms(control.simulation, slot)
     return {"slot": slot}, {}
 
 
-def op_force_condition(control, p):
+def op_force_condition(control: BenchControl, p: Params) -> Done:
     slot, condition, on = p.slot(), p.choice("condition", operations.CONDITIONS), p.flag("on", True)
     p.done()
     operations.force_condition(control.simulation, slot, condition, on)
     return {"slot": slot, "condition": condition, "on": on}, {}
 
 
-def op_set_profile(control, p):
+def op_set_profile(control: BenchControl, p: Params) -> Done:
     _inverter(control.simulation, p.operation)
     kind = p.choice("kind", PROFILE_KINDS)
+    params: dict[str, float | str]  # PowerProfile's parameters
     if kind == "constant":
         params = {"watts": p.number("watts", -1e6, 1e6)}
     elif kind == "day":
@@ -255,10 +282,10 @@ def op_set_profile(control, p):
     return dict(params, kind=kind), {}
 
 
-def op_bus_fault(control, p):
+def op_bus_fault(control: BenchControl, p: Params) -> Done:
     bus = p.bus()
     endpoints = tuple(control.simulation.buses[bus].endpoints)
-    params = {
+    params: dict[str, Any] = {  # Fault's parameters
         "kind": p.choice("kind", FAULT_KINDS),
         "source": p.choice("source", endpoints, none=True),
         "target": p.choice("target", endpoints, none=True),
@@ -275,7 +302,7 @@ def op_bus_fault(control, p):
     return dict(params, bus=bus), {"id": control.number_fault(bus, fault)}
 
 
-def op_clear_bus_fault(control, p):
+def op_clear_bus_fault(control: BenchControl, p: Params) -> Done:
     bus, number = p.bus(), p.integer("id", 1, 1_000_000)
     p.done()
     fault = control.fault(bus, number)
@@ -289,7 +316,7 @@ def op_clear_bus_fault(control, p):
     return {"bus": bus, "id": number}, {}
 
 
-def op_clear_bus_faults(control, p):
+def op_clear_bus_faults(control: BenchControl, p: Params) -> Done:
     bus = p.bus()
     p.done()
     operations.clear_bus_faults(control.simulation, bus)
@@ -297,7 +324,7 @@ def op_clear_bus_faults(control, p):
 
 
 # name: (function, parameters, what it does) -- the parameters as GET /api/operations and docs/bench.md say them
-OPERATIONS = {
+OPERATIONS: dict[str, tuple[Operation, str, str]] = {
     "set_soc": (op_set_soc, "slot, soc_pct (0..100)", "every cell of the pack at this state of charge"),
     "set_temperature": (op_set_temperature, "slot, temperature_c (-40..100)",
                         "the pack and its surroundings at this temperature (protections follow)"),
@@ -326,28 +353,28 @@ OPERATIONS = {
 class BenchControl:
     """The operations on one Simulation, recorded in its trace, and the HTTP server that offers them."""
 
-    def __init__(self, simulation, port=0, host="127.0.0.1"):
+    def __init__(self, simulation: Simulation, port: int = 0, host: str = "127.0.0.1") -> None:
         self.simulation = simulation
         self.host = host
         self.port = port
-        self.log = []  # the actions done, as recorded
+        self.log: list[dict[str, Any]] = []  # the actions done, as recorded
         self._lock = threading.Lock()  # one operation at a time: the trace's order is the order done
-        self._faults = {}  # id -> (bus, Fault)
-        self._server = None
-        self._thread = None
+        self._faults: dict[int, tuple[str, Fault]] = {}  # id -> (bus, Fault)
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
         for name, bus in simulation.buses.items():  # the bench file's faults first: the same ids every run
             for fault in list(bus.faults):
                 self.number_fault(name, fault)
 
     # --- time and the trace ---------------------------------------------------------------------------
 
-    def now_s(self):
+    def now_s(self) -> float:
         """The trace's clock: seconds since the bench's buses started (what a record's "t" counts)."""
         buses = self.simulation.buses
         t0 = next(iter(buses.values())).t0 if buses else self.simulation.started_s or 0.0
         return time.monotonic() - t0
 
-    def apply(self, operation, params, replayed=False):
+    def apply(self, operation: str, params: object, replayed: bool = False) -> dict[str, Any]:
         """Do an operation (BadRequest if it or its parameters are wrong) and record it; the action."""
         entry = OPERATIONS.get(operation)
         if entry is None:
@@ -358,7 +385,7 @@ class BenchControl:
             except (ValueError, BusError) as error:  # what a device model or a bus refused
                 raise BadRequest("%s: %s" % (operation, error)) from None
             t_s = self.now_s()
-            action = {"op": operation, "params": done, "result": result}
+            action: dict[str, Any] = {"op": operation, "params": done, "result": result}
             if replayed:
                 action["replayed"] = True
             self.simulation.trace.record(OPERATOR_CHANNEL, t_s, OPERATOR, json.dumps(action).encode())
@@ -368,7 +395,7 @@ class BenchControl:
 
     # --- fault rules and their ids ------------------------------------------------------------------------
 
-    def number_fault(self, bus, fault):
+    def number_fault(self, bus: str, fault: Fault) -> int:
         for number, (_, known) in self._faults.items():
             if known is fault:
                 return number
@@ -376,19 +403,19 @@ class BenchControl:
         self._faults[number] = (bus, fault)
         return number
 
-    def fault(self, bus, number):
+    def fault(self, bus: str, number: int) -> Fault | None:
         """The active rule with this id on this bus, or None."""
         entry = self._faults.get(number)
         if entry is None or entry[0] != bus or not any(f is entry[1] for f in self.simulation.buses[bus].faults):
             return None
         return entry[1]
 
-    def active_faults(self, bus):
+    def active_faults(self, bus: str) -> list[tuple[int, Fault]]:
         return [(self.number_fault(bus, fault), fault) for fault in list(self.simulation.buses[bus].faults)]
 
     # --- what the page shows ----------------------------------------------------------------------------------
 
-    def state(self):
+    def state(self) -> dict[str, Any]:
         simulation = self.simulation
         inverter = simulation.inverter
         units = inverter.units if inverter is not None else {}
@@ -420,7 +447,7 @@ class BenchControl:
                 "name": name, "protocol": bus.protocol, "baud": bus.baud, "frames": bus.frames,
                 "collisions": len(bus.collisions), "endpoints": list(bus.endpoints), "faults": faults,
             })  # fmt: skip
-        state = {
+        state: dict[str, Any] = {
             "bench": simulation.bench.name, "description": simulation.bench.description, "t_s": round(self.now_s(), 1),
             "dashboard": simulation.http_url, "batteries": batteries, "buses": buses, "inverter": None,
             "operations": {name: entry[1] for name, entry in OPERATIONS.items()},
@@ -438,7 +465,7 @@ class BenchControl:
             }
         return state
 
-    def traffic(self, after=None, limit=TRAFFIC_LIMIT, bus=None):
+    def traffic(self, after: int | None = None, limit: int = TRAFFIC_LIMIT, bus: str | None = None) -> dict[str, Any]:
         """Trace records after the `after`th (None: the last `limit`), at most `limit` (the newest kept:
         "skipped" says how many were left out); "next" is the `after` to ask with next time."""
         records = self.simulation.trace.records  # appended to, never reordered: an index stays valid
@@ -451,10 +478,10 @@ class BenchControl:
     # --- the server -----------------------------------------------------------------------------------------------
 
     @property
-    def url(self):
+    def url(self) -> str | None:
         return None if self._server is None else "http://%s:%d" % (self.host, self._server.server_address[1])
 
-    def start(self):
+    def start(self) -> Self:
         handler = type("Handler", (_Handler,), {"control": self})
         try:
             self._server = _Server((self.host, self.port), handler)
@@ -470,15 +497,15 @@ class BenchControl:
         self._thread.start()
         return self
 
-    def stop(self):
+    def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=5)  # type: ignore[union-attr]  # started with the server
 
 
-def _profile(profile):
-    shown = {"kind": profile.kind}
+def _profile(profile: PowerProfile) -> dict[str, Any]:
+    shown: dict[str, Any] = {"kind": profile.kind}
     if profile.kind == "constant":
         shown["watts"] = profile.watts
     elif profile.kind == "day":
@@ -489,10 +516,12 @@ def _profile(profile):
     return shown
 
 
-def _shown(record):
+def _shown(record: dict[str, Any]) -> dict[str, Any]:
     """A trace record for the page: decoded, its hex cut short, an operator record's action read."""
     record = with_summary(record)
-    shown = {key: record[key] for key in ("t", "bus", "from", "decoded", "faults", "collision") if key in record}
+    shown: dict[str, Any] = {
+        key: record[key] for key in ("t", "bus", "from", "decoded", "faults", "collision") if key in record
+    }
     shown["bytes"] = len(record["hex"]) // 2
     shown["hex"] = record["hex"][:HEX_SHOWN]
     if record["bus"] == OPERATOR:
@@ -503,7 +532,7 @@ def _shown(record):
 # --- replay ---------------------------------------------------------------------------------------------
 
 
-def operator_action(record):
+def operator_action(record: dict[str, Any]) -> dict[str, Any] | None:
     """The action of an operator record ({"t", "op", "params", ...}), or None for any other record."""
     if record.get("bus") != OPERATOR:
         return None
@@ -512,14 +541,14 @@ def operator_action(record):
     return dict(action, t=record["t"])
 
 
-def operator_actions(records):
+def operator_actions(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """The operator actions of trace records, in time order."""
     return sorted((a for a in map(operator_action, records) if a is not None), key=lambda action: action["t"])
 
 
-def read_actions(path):
+def read_actions(path: str) -> list[dict[str, Any]]:
     """The operator actions of a trace file (JSON lines); lines that are not records are passed over."""
-    records = []
+    records: list[dict[str, Any]] = []
     with open(path, encoding="utf-8") as handle:
         for line in handle:
             try:
@@ -531,14 +560,16 @@ def read_actions(path):
     return operator_actions(records)
 
 
-def replay(actions, control, stop=None):
+def replay(
+    actions: Iterable[dict[str, Any]], control: BenchControl, stop: threading.Event | None = None
+) -> list[tuple[dict[str, Any], dict[str, Any] | str]]:
     """Do each action at its trace time on control's bench (at once if that time is past).
 
     Returns [(action, what was done: the recorded action, or the BadRequest's message)]; an action the
     bench refuses (a fault spent earlier than on the first run, say) is reported and passed over.
     """
     stop = stop or threading.Event()
-    done = []
+    done: list[tuple[dict[str, Any], dict[str, Any] | str]] = []
     for action in sorted(actions, key=lambda a: a["t"]):
         while not stop.is_set() and control.now_s() < action["t"]:
             stop.wait(min(0.5, action["t"] - control.now_s()))
@@ -557,19 +588,19 @@ def replay(actions, control, stop=None):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def handle_error(self, request, client_address):
+    def handle_error(self, request: object, client_address: object) -> None:
         pass  # a client that went away mid-answer; the terminal belongs to the live table
 
 
 class _Handler(BaseHTTPRequestHandler):
-    control = None  # the BenchControl, set per server
+    control: BenchControl = None  # type: ignore[assignment]  # the BenchControl, set per server
     timeout = 10  # a request not whole within this time closes its connection
     server_version = "vbms-bench"
 
-    def log_message(self, format, *args):  # noqa: A002 - BaseHTTPRequestHandler's name
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
         pass  # the terminal belongs to the live table
 
-    def _send(self, status, body, content_type="application/json"):
+    def _send(self, status: int, body: object, content_type: str = "application/json") -> None:  # body: bytes or JSON
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -578,10 +609,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _error(self, error):
+    def _error(self, error: BadRequest) -> None:
         self._send(error.status, {"error": str(error)})
 
-    def do_GET(self):  # noqa: N802 - BaseHTTPRequestHandler's name
+    def do_GET(self) -> None:  # noqa: N802 - BaseHTTPRequestHandler's name
         url = urllib.parse.urlsplit(self.path)
         try:
             if url.path in ("/", "/index.html"):
@@ -602,7 +633,7 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as error:  # noqa: BLE001 - a fault of the bench itself: said, not a dropped connection
             self._send(500, {"error": "the bench failed: %s: %s" % (type(error).__name__, error)})
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self) -> None:  # noqa: N802
         url = urllib.parse.urlsplit(self.path)
         try:
             if not url.path.startswith("/api/"):
@@ -623,14 +654,15 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as error:  # noqa: BLE001
             self._send(500, {"error": "the bench failed: %s: %s" % (type(error).__name__, error)})
 
-    def _traffic(self, query):
-        def one(key):
+    def _traffic(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        def one(key: str) -> str | None:
             values = query.get(key)
             return values[-1] if values else None
 
         try:
-            after = None if one("after") is None else int(one("after"))
-            limit = TRAFFIC_LIMIT if one("limit") is None else int(one("limit"))
+            # each int(one(key)) only when one(key) is not None
+            after = None if one("after") is None else int(one("after"))  # type: ignore[arg-type]
+            limit = TRAFFIC_LIMIT if one("limit") is None else int(one("limit"))  # type: ignore[arg-type]
         except ValueError:
             raise BadRequest("after and limit are whole numbers") from None
         if not 1 <= limit <= TRAFFIC_MAX:
@@ -641,7 +673,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise BadRequest("no bus %r; the trace has %s" % (bus, ", ".join(known)))
         return self.control.traffic(after, limit, bus)
 
-    def _static(self, name):
+    def _static(self, name: str) -> None:
         if name not in STATIC:
             raise NotFound("no file %s" % name)
         data = resources.files("hil").joinpath("web", name).read_bytes()

@@ -4,10 +4,13 @@ load(path) or load_default() returns a Bench; any mistake raises BenchError
 naming the key, what is wrong and what is allowed.  See hil/benches/default.toml.
 """
 
+import os
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import Any, TypeVar, cast
 
 from vbms_core.dissect import PROTOCOLS
 from vbms_core.jk_frames import LAYOUTS
@@ -31,6 +34,7 @@ DEVICE_FAILURES = (
     "refuse_reconnect",
 )
 MAC = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
+_Choice = TypeVar("_Choice")
 
 
 class BenchError(ValueError):
@@ -48,9 +52,9 @@ class BusSpec:
 class BatterySpec:
     slot: int
     type: str
-    address: object
+    address: int | str  # a unit on an RS485 bus, a MAC for a JK BLE battery
     bus: str | None = None
-    name: str | None = None
+    name: str = None  # type: ignore[assignment]  # parse(), the one maker of a BatterySpec, names each
     layout: str = "JK02_32S"
     gatt: str = "single"
     chunking: str = "mtu131"
@@ -83,26 +87,33 @@ class Bench:
     name: str
     description: str = ""
     seed: int = 0
-    buses: dict = field(default_factory=dict)
-    inverter: dict = field(default_factory=dict)
-    profile: dict = field(default_factory=dict)
-    batteries: list = field(default_factory=list)
-    faults: list = field(default_factory=list)
-    dut: dict = field(default_factory=dict)
-    esp32: dict = field(default_factory=dict)
+    buses: dict[str, BusSpec] = field(default_factory=dict)
+    inverter: dict[str, Any] = field(default_factory=dict)
+    profile: dict[str, Any] = field(default_factory=dict)
+    batteries: list[BatterySpec] = field(default_factory=list)
+    faults: list[FaultSpec] = field(default_factory=list)
+    dut: dict[str, str] = field(default_factory=dict)
+    esp32: dict[str, Any] = field(default_factory=dict)
     source: str = ""
 
-    def battery(self, slot):
+    def battery(self, slot: int) -> BatterySpec:
         return next(b for b in self.batteries if b.slot == slot)
 
 
-def _expect(condition, key, message):
+def _expect(condition: object, key: str, message: str) -> None:
     if not condition:
         raise BenchError("%s: %s" % (key, message))
 
 
-def _int(table, key, where, default=None, low=None, high=None):
-    value = table.get(key, default)
+def _int(
+    table: dict[str, Any],
+    key: str,
+    where: str,
+    default: int | None = None,
+    low: int | None = None,
+    high: int | None = None,
+) -> int:
+    value: Any = table.get(key, default)  # what the file holds: _expect checks it
     _expect(
         isinstance(value, int) and not isinstance(value, bool),
         "%s.%s" % (where, key),
@@ -113,7 +124,7 @@ def _int(table, key, where, default=None, low=None, high=None):
     return value
 
 
-def _number(table, key, where, default, low=0.0):
+def _number(table: dict[str, Any], key: str, where: str, default: float, low: float = 0.0) -> float:
     value = table.get(key, default)
     _expect(
         isinstance(value, (int, float)) and not isinstance(value, bool) and value >= low,
@@ -123,20 +134,22 @@ def _number(table, key, where, default, low=0.0):
     return float(value)
 
 
-def _choice(table, key, where, choices, default=None):
-    value = table.get(key, default)
+def _choice(
+    table: dict[str, Any], key: str, where: str, choices: tuple[_Choice, ...], default: _Choice | None = None
+) -> _Choice:
+    value: Any = table.get(key, default)  # what the file holds: _expect checks it
     _expect(
         value in choices, "%s.%s" % (where, key), "must be one of %s, not %r" % (", ".join(map(str, choices)), value)
     )
     return value
 
 
-def _known_keys(table, where, allowed):
+def _known_keys(table: dict[str, Any], where: str, allowed: Iterable[str]) -> None:
     unknown = sorted(set(table) - set(allowed))
     _expect(not unknown, where, "unknown key(s) %s; allowed: %s" % (", ".join(unknown), ", ".join(sorted(allowed))))
 
 
-def parse(data, source="<bench>"):
+def parse(data: dict[str, Any], source: str = "<bench>") -> Bench:
     _known_keys(
         data, "bench", ("name", "description", "seed", "buses", "inverter", "batteries", "faults", "dut", "esp32")
     )
@@ -208,8 +221,8 @@ def parse(data, source="<bench>"):
 
     batteries = data.get("batteries", [])
     _expect(isinstance(batteries, list), "batteries", "must be an array of tables ([[batteries]])")
-    slots = set()
-    addresses = set()
+    slots: set[int] = set()
+    addresses: set[tuple[str | None, int | str]] = set()
     for index, table in enumerate(batteries):
         where = "batteries[%d]" % index
         _known_keys(table, where, tuple(BatterySpec.__dataclass_fields__))
@@ -234,14 +247,15 @@ def parse(data, source="<bench>"):
                 where + ".address",
                 "a JK BLE battery needs a MAC address like C8:47:8C:10:00:01, not %r" % (spec.address,),
             )
-            spec.address = spec.address.upper()
+            spec.address = cast(str, spec.address).upper()  # _expect checked it
             _expect(("ble", spec.address) not in addresses, where + ".address", "MAC %s is used twice" % spec.address)
             addresses.add(("ble", spec.address))
             spec.gatt = _choice(table, "gatt", where, GATT_LAYOUTS, "single")
             spec.chunking = _choice(table, "chunking", where, CHUNKINGS, "mtu131")
         if kind != "byd_pro":
             spec.layout = _choice(table, "layout", where, LAYOUTS, "JK02_32S")
-        spec.name = table.get("name") or ("BYD-%d" % spec.address if kind == "byd_pro" else "JK-%d" % slot)
+        # (a BYD's address is a whole number, _int checked it above)
+        spec.name = table.get("name") or ("BYD-%d" % spec.address if kind == "byd_pro" else "JK-%d" % slot)  # type: ignore[str-format]
         _expect(isinstance(spec.name, str) and 0 < len(spec.name) <= 16, where + ".name", "must be 1..16 characters")
         spec.chemistry = _choice(table, "chemistry", where, CHEMISTRIES, "LFP")
         spec.cells = _int(table, "cells", where, 16, 1, 24 if spec.layout != "JK02_32S" else 32)
@@ -308,7 +322,12 @@ def parse(data, source="<bench>"):
 
 ESP32_PORTS = ("console_port", "inverter_port", "bms_port")
 ESP32_RESETS = ("dtr_rts", "soft", "command")
-ESP32_DEFAULTS = {"reset": "dtr_rts", "console_baud": 115200, "ready_timeout_s": 30.0, "deploy_frozen": False}
+ESP32_DEFAULTS: dict[str, Any] = {
+    "reset": "dtr_rts",
+    "console_baud": 115200,
+    "ready_timeout_s": 30.0,
+    "deploy_frozen": False,
+}
 ESP32_KEYS = ESP32_PORTS + (
     "ble_adapters", "ble_dbus_address", "rpc_url", "rpc_token", "reset", "reset_command", "console_baud",
     "ready_timeout_s", "deploy_frozen",
@@ -316,7 +335,7 @@ ESP32_KEYS = ESP32_PORTS + (
 ADAPTER = re.compile(r"^hci[0-9]+$")
 
 
-def _esp32(table, bench):
+def _esp32(table: dict[str, Any], bench: Bench) -> dict[str, Any]:
     """The [esp32] section, checked whole (the ports' presence is checked when the target opens them):
     {} when the bench has none, else every key with its default."""
     _expect(isinstance(table, dict), "esp32", "must be a table ([esp32])")
@@ -380,7 +399,7 @@ def _esp32(table, bench):
     return esp32
 
 
-def check_ble_adapter_count(bench, esp32):
+def check_ble_adapter_count(bench: Bench, esp32: dict[str, Any]) -> None:
     """BenchError unless [esp32] names an adapter for every JK BLE battery (one MAC each)."""
     jk = [spec for spec in bench.batteries if spec.type == "jk_ble"]
     adapters = esp32.get("ble_adapters", [])
@@ -393,7 +412,7 @@ def check_ble_adapter_count(bench, esp32):
     )
 
 
-def _endpoint_names(bench, bus):
+def _endpoint_names(bench: Bench, bus: str) -> list[str]:
     """Who is on a bus: the device under test, the inverter ("deye"; "inverter" when an outside
     master takes its place, vbms sim --external deye) and the batteries wired to it."""
     names = ["dut"]
@@ -402,7 +421,7 @@ def _endpoint_names(bench, bus):
     return names + [spec.name for spec in bench.batteries if spec.bus == bus]
 
 
-def load(path):
+def load(path: str | os.PathLike[str]) -> Bench:
     try:
         with open(path, "rb") as handle:
             data = tomllib.load(handle)
@@ -413,6 +432,6 @@ def load(path):
     return parse(data, str(path))
 
 
-def load_default():
+def load_default() -> Bench:
     text = resources.files("hil").joinpath("benches/default.toml").read_text()
     return parse(tomllib.loads(text), "default")

@@ -5,6 +5,9 @@ cell-info decode >= 50,000 frames/s on CPython; a DEYE request answered with
 <= 256 bytes allocated on MicroPython.
 """
 
+from __future__ import annotations
+
+import argparse
 import json
 import os
 import platform
@@ -12,17 +15,24 @@ import select
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from vbms_core import byd, deye, jk_4e57, jk_ble, jk_frames, modbus
 from vbms_core.dissect import dissect
+
+if TYPE_CHECKING:
+    import subprocess
+
+    from .benchfile import Bench
 
 TARGET_JK_FRAMES_PER_S = 50_000
 TARGET_DEYE_BYTES = 256
 
 
-def golden():
+def golden() -> dict[str, str]:
     """Inputs: real frames from the demo captures; 24S and JK04 frames built by the encoder."""
     captures = json.loads(resources.files("hil").joinpath("data/demo_captures.json").read_text())
     reply = bytes.fromhex(captures["rs485_jk_pb"]["reply"])
@@ -38,7 +48,7 @@ def golden():
     }
 
 
-def measure(function, args, seconds):
+def measure(function: Callable[..., object], args: tuple[Any, ...], seconds: float) -> float:
     """Calls per second: best of three runs of seconds/3 each."""
     best = 0.0
     for _ in range(3):
@@ -56,7 +66,7 @@ def measure(function, args, seconds):
     return best
 
 
-def cpython_results(inputs, seconds):
+def cpython_results(inputs: dict[str, str], seconds: float) -> dict[str, int]:
     cell_32s = bytes.fromhex(inputs["cell_32s"])
     cell_24s = bytes.fromhex(inputs["cell_24s"])
     cell_jk04 = bytes.fromhex(inputs["cell_jk04"])
@@ -67,13 +77,13 @@ def cpython_results(inputs, seconds):
     slave.set_unit(0, list(range(25)), deye.encode_identity("BYD PRO 2.5", "BYD12345678901234567"), 0)
     chunks = [cell_32s[0:128], cell_32s[128:150], cell_32s[150:278], cell_32s[278:300]]
 
-    def reassemble():
+    def reassemble() -> object:
         reassembler = jk_ble.JkReassembler()
         for chunk in chunks:
             reassembler.feed(chunk)
         return reassembler.next_event()
 
-    cases = (
+    cases: tuple[tuple[str, Callable[..., object], tuple[Any, ...]], ...] = (
         ("jk_cell_info_32s", jk_frames.decode_frame, (cell_32s,)),
         ("jk_cell_info_24s", jk_frames.decode_frame, (cell_24s,)),
         ("jk_cell_info_jk04", jk_frames.decode_frame, (cell_jk04,)),
@@ -87,7 +97,7 @@ def cpython_results(inputs, seconds):
     return {name: round(measure(function, args, seconds)) for name, function, args in cases}
 
 
-def micropython_results(inputs):
+def micropython_results(inputs: dict[str, str]) -> tuple[dict[str, Any], str]:
     from . import micropython
 
     with tempfile.TemporaryDirectory() as directory:
@@ -98,9 +108,9 @@ def micropython_results(inputs):
     return json.loads(output.strip().splitlines()[-1]), micropython.version()
 
 
-def run_codecs(args):
+def run_codecs(args: argparse.Namespace) -> int:
     inputs = golden()
-    report = {
+    report: dict[str, Any] = {
         "machine": {"python": sys.version.split()[0], "platform": platform.platform(), "processor": platform.machine()},
         "cpython_frames_per_s": cpython_results(inputs, args.seconds),
     }
@@ -152,7 +162,7 @@ def run_codecs(args):
 # --- vbms bench wires -------------------------------------------------------------
 
 
-def bus_throughput(baud=9600, payload_bytes=4800):
+def bus_throughput(baud: int = 9600, payload_bytes: int = 4800) -> dict[str, Any]:
     """Bytes per second across a PTY bus: the sender's write to the last byte out."""
     import serial
 
@@ -206,17 +216,22 @@ print(json.dumps(reads))
 GAP_FRAME_BYTES = (8, 55, 105, 308)  # a DEYE request, its reply, a BYD reply, a JK-PB reply
 
 
-def cpu_hogs(count):
+def cpu_hogs(count: int) -> list[subprocess.Popen[bytes]]:
     """count busy processes (one per core loads the machine as another job would)."""
     import subprocess
 
     return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
 
 
-def frame_silences(reads, frame_bytes, written_s, char_s):
+def frame_silences(
+    reads: Sequence[tuple[float, int]], frame_bytes: Sequence[int], written_s: Sequence[float], char_s: float
+) -> tuple[list[float], list[float]]:
     """From a receiver's reads [(t_s, bytes)], frames of frame_bytes written at written_s:
     each silence inside a frame (time between reads less one character) and how late
     each frame's last byte was read after it was due."""
+    silences: list[float]
+    late: list[float]
+    last_read: float | None
     silences, late = [], []
     frame, left, last_read = 0, frame_bytes[0], None
     for t_s, count in reads:
@@ -235,7 +250,7 @@ def frame_silences(reads, frame_bytes, written_s, char_s):
     return silences, late
 
 
-def frame_gaps(cycles=25, hogs=0, traced=False, baud=9600):
+def frame_gaps(cycles: int = 25, hogs: int = 0, traced: bool = False, baud: int = 9600) -> dict[str, Any]:
     """Frames written on one endpoint of a PTY bus, read at another by a process of its own:
     the largest silence inside a frame (Modbus allows 1.5 characters) and how late frames end."""
     import subprocess
@@ -248,7 +263,7 @@ def frame_gaps(cycles=25, hogs=0, traced=False, baud=9600):
     trace = Trace(str(Path(directory, "trace.jsonl")), {"bench": "deye"}) if traced else None
     bus = Rs485Bus("bench", baud, trace=trace, protocol="deye").start()
     busy = cpu_hogs(hogs)
-    written_s = []
+    written_s: list[float] = []
     try:
         sender = os.open(bus.add_endpoint("sender").path, os.O_RDWR | os.O_NOCTTY)
         receiver_path = bus.add_endpoint("receiver").path
@@ -256,7 +271,7 @@ def frame_gaps(cycles=25, hogs=0, traced=False, baud=9600):
         reader = subprocess.Popen(
             [sys.executable, "-c", GAP_READER, receiver_path, str(sum(frame_bytes))], stdout=subprocess.PIPE, text=True
         )
-        reader.stdout.readline()
+        reader.stdout.readline()  # type: ignore[union-attr]  # the pipe asked for
         for length in frame_bytes:
             frame = bytes((index * 7 + length) & 0xFF for index in range(length))
             written_s.append(time.monotonic())
@@ -286,7 +301,13 @@ def frame_gaps(cycles=25, hogs=0, traced=False, baud=9600):
     }
 
 
-def first_try_misses(requests=10_000, registers=25, timeout_s=0.5, pause_s=0.01, progress=None):
+def first_try_misses(
+    requests: int = 10_000,
+    registers: int = 25,
+    timeout_s: float = 0.5,
+    pause_s: float = 0.01,
+    progress: Callable[[str], object] | None = None,
+) -> dict[str, Any]:
     """Acting as the inverter on `vbms sim --external deye` (default bench, no BLE): valid, well-separated
     reads of the BYD units' registers, counting those that get no valid reply on the first try."""
     import serial
@@ -299,12 +320,12 @@ def first_try_misses(requests=10_000, registers=25, timeout_s=0.5, pause_s=0.01,
     bench = load_default()
     units = [spec.slot for spec in bench.batteries if spec.type == "byd_pro"]
     misses = {"silent": 0, "partial": 0, "bad": 0, "exception": 0}
-    late = []
+    late: list[float] = []
     with Simulation(bench, external_deye=True, ble=False) as simulation:
         bus = simulation.buses[bench.inverter["bus"]]
         port = serial.Serial(bus.endpoint("inverter").path, bus.baud, timeout=0)
 
-        def ask(unit):
+        def ask(unit: int) -> str | None:
             request = modbus.encode_read_request(unit, modbus.READ_INPUT, 0x1000, registers)
             expected = 5 + 2 * registers
             port.reset_input_buffer()
@@ -355,7 +376,7 @@ def first_try_misses(requests=10_000, registers=25, timeout_s=0.5, pause_s=0.01,
     }
 
 
-def ble_frame_latency(frames=12):
+def ble_frame_latency(frames: int = 12) -> list[dict[str, Any]]:
     """Seconds from a JK cell-info frame being generated to its last notification at a bleak client."""
     import asyncio
 
@@ -368,13 +389,13 @@ def ble_frame_latency(frames=12):
     from .host.ble import find_device
     from .wires.ble import BleEnvironment
 
-    async def measure(chunking):
+    async def measure(chunking: str) -> dict[str, Any]:
         device = JkBms(BatteryModel(), name="JK-BENCH")
         peripheral = await JkBlePeripheral(device, adapter="hci0", chunking=chunking).start()
-        arrivals = {}
+        arrivals: dict[int, float] = {}  # frame counter -> when its last notification arrived
         reassembler = jk_ble.JkReassembler()
 
-        def on_notification(_, data):
+        def on_notification(_: object, data: bytearray) -> None:
             reassembler.feed(bytes(data))
             while (event := reassembler.next_event()) is not modbus.NEED_DATA:
                 if isinstance(event, jk_ble.JkFrame) and event.raw[4] == 2:
@@ -382,7 +403,8 @@ def ble_frame_latency(frames=12):
 
         try:
             found = await find_device(address="00:11:22:33:44:55", adapter="hci1")
-            async with BleakClient(found, bluez={"adapter": "hci1"}) as client:
+            # (the ignore: not found is None, and BleakClient then fails, which ends the benchmark as well)
+            async with BleakClient(found, bluez={"adapter": "hci1"}) as client:  # type: ignore[arg-type]
                 await client.start_notify(CHARACTERISTIC_UUID, on_notification)
                 await client.write_gatt_char(
                     CHARACTERISTIC_UUID, jk_ble.encode_command(jk_ble.GET_SETTINGS), response=False
@@ -402,12 +424,12 @@ def ble_frame_latency(frames=12):
         return [asyncio.run(measure(chunking)) for chunking in ("mtu23", "mtu131", "mtu247")]
 
 
-def run_wires(args):
+def run_wires(args: argparse.Namespace) -> int:
     """Throughput, the silences inside frames (idle, traced, under a CPU hog per core), first-try
     misses of a DEYE master on `vbms sim --external deye`, BLE frame latency."""
     hogs = os.cpu_count() or 2
     requests = args.requests
-    report = {
+    report: dict[str, Any] = {
         "rs485": bus_throughput(),
         "frame_gaps": [frame_gaps(), frame_gaps(traced=True), frame_gaps(hogs=hogs, traced=True)],
     }
@@ -478,7 +500,7 @@ def run_wires(args):
 # --- vbms bench proxy ---------------------------------------------------------------
 
 
-def proxy_bench(batteries, seconds):
+def proxy_bench(batteries: int, seconds: float) -> dict[str, Any]:
     """vbms run between the DEYE simulator and `batteries` BYD modules; stats from the bus traces."""
     from .benchfile import parse
     from .sim import DUT, Simulation
@@ -499,9 +521,9 @@ def proxy_bench(batteries, seconds):
         records = list(simulation.trace.records)
     inverter = [r for r in records if r["bus"] == "inverter"]
     bms = [r for r in records if r["bus"] == "bms"]
-    latencies = []
-    ages = []
-    last_reply_end = {}  # BYD address -> end of its latest good reply on the BMS bus
+    latencies: list[float] = []
+    ages: list[float] = []
+    last_reply_end: dict[int, float] = {}  # BYD address -> end of its latest good reply on the BMS bus
     bms_index = 0
     bms_char = char_s
     for request, reply in zip(inverter, inverter[1:], strict=False):
@@ -525,18 +547,19 @@ def proxy_bench(batteries, seconds):
     ages.sort()
     wire_bound_s = batteries * (8 + 105) * char_s  # every module polled once: request out, reply back
 
-    def percentile(values, fraction):
+    def percentile(values: Sequence[float], fraction: float) -> float | None:
         return values[min(len(values) - 1, int(fraction * len(values)))] if values else None
 
+    # (the ignores: percentile() is None for no values only, and there are replies: latencies[-1] needs one)
     return {
         "batteries": batteries,
         "replies": len(latencies),
         "latency_ms": {
-            "p50": round(1000 * percentile(latencies, 0.50), 2),
-            "p99": round(1000 * percentile(latencies, 0.99), 2),
+            "p50": round(1000 * percentile(latencies, 0.50), 2),  # type: ignore[operator]
+            "p99": round(1000 * percentile(latencies, 0.99), 2),  # type: ignore[operator]
             "max": round(1000 * latencies[-1], 2),
         },
-        "data_age_ms": {"p50": round(1000 * percentile(ages, 0.5), 1), "max": round(1000 * ages[-1], 1)}
+        "data_age_ms": {"p50": round(1000 * percentile(ages, 0.5), 1), "max": round(1000 * ages[-1], 1)}  # type: ignore[operator]
         if ages
         else None,
         "wire_bound_ms": round(1000 * wire_bound_s, 1),
@@ -544,9 +567,9 @@ def proxy_bench(batteries, seconds):
     }
 
 
-def run_proxy(args):
+def run_proxy(args: argparse.Namespace) -> int:
     rows = [proxy_bench(count, args.seconds) for count in (4, 8, 15)]
-    report = {"rows": rows, "targets": {}}
+    report: dict[str, Any] = {"rows": rows, "targets": {}}
     worst_p99 = max(row["latency_ms"]["p99"] for row in rows)
     worst_ratio = max(row["oldest_over_bound"] for row in rows)
     report["targets"]["reply_latency_p99_under_5ms"] = {"measured": worst_p99, "met": worst_p99 < 5.0}
@@ -576,7 +599,7 @@ TARGET_DES_SPEEDUP = 1440  # the default bench, fast fidelity: a simulated day i
 TARGET_DES_FIFTEEN_DAY_S = 90  # fifteen BYD modules, fast fidelity: a simulated day in 90 s
 
 
-def fifteen_byd_bench():
+def fifteen_byd_bench() -> Bench:
     """Fifteen BYD PRO modules on one bus, every DEYE unit answering."""
     from .benchfile import parse
 
@@ -590,7 +613,7 @@ def fifteen_byd_bench():
     )
 
 
-def solar_day_bench(day_length_s=86400.0, peak_solar_w=1950.0, base_load_w=500.0):
+def solar_day_bench(day_length_s: float = 86400.0, peak_solar_w: float = 1950.0, base_load_w: float = 500.0) -> Bench:
     """The solar-day and soak scenarios' bench: the default bench's eight batteries under days of sun
     and household load (a day lasts day_length_s), the inverter polling their eight units.
 
@@ -606,7 +629,7 @@ def solar_day_bench(day_length_s=86400.0, peak_solar_w=1950.0, base_load_w=500.0
     return bench
 
 
-def des_speed(bench, simulated_s, fidelity):
+def des_speed(bench: Bench, simulated_s: float, fidelity: str) -> dict[str, Any]:
     from .des import DesBench
 
     world = DesBench(bench, fidelity=fidelity)
@@ -630,12 +653,12 @@ def des_speed(bench, simulated_s, fidelity):
     }
 
 
-def run_des(args):
+def run_des(args: argparse.Namespace) -> int:
     from .benchfile import load_default
 
     fidelities = ("fast", "full") if args.fidelity == "both" else (args.fidelity,)
     load_before = os.getloadavg()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for fidelity in fidelities:
         for make in (load_default, fifteen_byd_bench):
             runs = sorted((des_speed(make(), args.seconds, fidelity) for _ in range(args.repeat)),
@@ -643,7 +666,11 @@ def run_des(args):
             row = dict(runs[len(runs) // 2])  # the median run
             row["runs_wall_s"] = [run["wall_s"] for run in runs]
             rows.append(row)
-    report = {"rows": rows, "load_average": {"before": load_before, "after": os.getloadavg()}, "targets": {}}
+    report: dict[str, Any] = {
+        "rows": rows,
+        "load_average": {"before": load_before, "after": os.getloadavg()},
+        "targets": {},
+    }
     fast = {row["bench"]: row for row in rows if row["fidelity"] == "fast"}
     if fast:
         speedup = fast["default"]["speedup"]

@@ -1,5 +1,6 @@
 """`vbms ble env`: a BLE environment for programs outside this process."""
 
+import argparse
 import json
 import signal
 import sys
@@ -12,7 +13,7 @@ from .wires.ble import BleEnvironment, BleEnvironmentError
 MAC_HELP = "adapter MAC address (repeat for more adapters; default two)"
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
     addresses = args.address or ["00:11:22:33:44:55", "00:AA:BB:CC:DD:EE"]
     stop = threading.Event()
     for signal_number in STOP_SIGNALS:

@@ -30,6 +30,8 @@ virtual board's BLE bridge holding a link the restarted firmware does not know, 
 never advertises again: one more reason to reboot only when needed.)
 """
 
+from __future__ import annotations
+
 import collections
 import json
 import os
@@ -43,10 +45,22 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Self, cast
 
 from . import rpc_client
 from .benchfile import ESP32_PORTS, BenchError, check_ble_adapter_count
+
+if TYPE_CHECKING:
+    import serial
+
+    from .benchfile import Bench
+    from .wires.ble import BleEnvironment
+    from .wires.rs485 import Rs485Bus
+
+# Where the console is: (lines seen, bytes received); a wait with `since` looks only at what came after it
+Mark = tuple[int, int]
 
 ROOT = Path(__file__).resolve().parents[1]
 SUPERVISOR = ROOT / "firmware" / "host" / "board.py"
@@ -69,7 +83,7 @@ class BoardError(Exception):
 # --- checks before anything runs ------------------------------------------------------------
 
 
-def check_bench(bench):
+def check_bench(bench: Bench) -> None:
     """bench.esp32 against this machine; BoardError for anything missing."""
     esp32 = bench.esp32
     if not esp32:
@@ -102,7 +116,7 @@ def check_bench(bench):
             )
 
 
-def adapter_address(adapter, dbus_address=None):
+def adapter_address(adapter: str, dbus_address: str | None = None) -> str:
     """The MAC of a Bluetooth adapter (BlueZ on the system bus, or the bus at dbus_address); BoardError
     when it is not there."""
     command = ["dbus-send", "--system", "--print-reply", "--dest=org.bluez", "/org/bluez/%s" % adapter,
@@ -126,7 +140,7 @@ def adapter_address(adapter, dbus_address=None):
     return found.group(1).upper()
 
 
-def check_echo(path, baud, key, listen_s=0.3):
+def check_echo(path: str, baud: int, key: str, listen_s: float = 0.3) -> None:
     """BoardError when the RS485 adapter at path echoes what it sends.
 
     An adapter whose receiver stays enabled while it transmits hands every frame the harness writes back
@@ -167,28 +181,29 @@ def check_echo(path, baud, key, listen_s=0.3):
 class Board:
     """A board on its console and its RPC, as [esp32] describes them (hil/benchfile.py)."""
 
-    def __init__(self, esp32):
-        self.console_port = esp32["console_port"]
-        self.baud = esp32.get("console_baud", 115200)
-        self.reset_kind = esp32.get("reset", "dtr_rts")
-        self.reset_command = esp32.get("reset_command")
-        self.ready_timeout_s = esp32.get("ready_timeout_s", 30.0)
-        self.rpc_url = esp32.get("rpc_url")
-        self.token = esp32.get("rpc_token")
-        self.ready = None  # the last ready line's record
-        self.lines = collections.deque(maxlen=400)  # (number, text, record or None)
+    def __init__(self, esp32: dict[str, Any]) -> None:
+        self.console_port: str = esp32["console_port"]
+        self.baud: int = esp32.get("console_baud", 115200)
+        self.reset_kind: str = esp32.get("reset", "dtr_rts")
+        self.reset_command: str | list[str] | None = esp32.get("reset_command")
+        self.ready_timeout_s: float = esp32.get("ready_timeout_s", 30.0)
+        self.rpc_url: str | None = esp32.get("rpc_url")
+        self.token: str | None = esp32.get("rpc_token")
+        self.ready: dict[str, Any] | None = None  # the last ready line's record
+        # (number, text, record or None)
+        self.lines: collections.deque[tuple[int, str, dict[str, Any] | None]] = collections.deque(maxlen=400)
         self.line_count = 0
         self._raw = bytearray()  # the last bytes received, for prompts that end no line
         self._raw_end = 0  # bytes received in all
         self._partial = bytearray()
         self._token_next = False
         self._changed = threading.Condition()
-        self._serial = None
-        self._thread = None
+        self._serial: serial.Serial | None = None
+        self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
     # --- the console ------------------------------------------------------------------------
-    def open(self):
+    def open(self) -> Self:
         import serial
 
         line = serial.Serial()
@@ -208,7 +223,7 @@ class Board:
         self._thread.start()
         return self
 
-    def close(self):
+    def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -217,22 +232,23 @@ class Board:
             self._serial.close()
             self._serial = None
 
-    def write(self, data):
-        self._serial.write(data)
-        self._serial.flush()
+    def write(self, data: bytes) -> None:
+        # _serial: the console is open while the board is used (open() to close())
+        self._serial.write(data)  # type: ignore[union-attr]
+        self._serial.flush()  # type: ignore[union-attr]
 
-    def _read(self):
+    def _read(self) -> None:
         import serial
 
         while not self._stop.is_set():
             try:
-                data = self._serial.read(4096)
+                data = self._serial.read(4096)  # type: ignore[union-attr]  # open() set it, then started this
             except (OSError, serial.SerialException, TypeError):
                 return  # the port went away (closed, unplugged): the next wait says so
             if data:
                 self._received(data)
 
-    def _received(self, data):
+    def _received(self, data: bytes) -> None:
         with self._changed:
             self._raw += data
             self._raw_end += len(data)
@@ -245,7 +261,7 @@ class Board:
                 self._line(text)
             self._changed.notify_all()
 
-    def _line(self, text):
+    def _line(self, text: str) -> None:
         record = None
         if text.startswith("{"):
             try:
@@ -260,19 +276,21 @@ class Board:
         self.line_count += 1
         self.lines.append((self.line_count, text, record if isinstance(record, dict) else None))
 
-    def tail(self, count=30):
+    def tail(self, count: int = 30) -> list[str]:
         with self._changed:
             lines = [text for _, text, _ in list(self.lines)[-count:]]
             if self._partial:
                 lines.append(self._partial.decode("utf-8", "replace"))
         return lines
 
-    def mark(self):
+    def mark(self) -> Mark:
         """Where the console is now: waits with since=mark() look only at what comes after."""
         with self._changed:
             return self.line_count, self._raw_end
 
-    def wait_record(self, wanted, since, timeout_s):
+    def wait_record(
+        self, wanted: Callable[[dict[str, Any]], bool], since: Mark, timeout_s: float
+    ) -> dict[str, Any] | None:
         """The first JSON log record after mark `since` for which wanted(record) holds, or None."""
         deadline = time.monotonic() + timeout_s
         with self._changed:
@@ -285,7 +303,7 @@ class Board:
                     return None
                 self._changed.wait(min(left, 0.5))
 
-    def wait_text(self, patterns, since, timeout_s):
+    def wait_text(self, patterns: Iterable[bytes], since: Mark, timeout_s: float) -> bytes | None:
         """The first of patterns (bytes) the console shows after mark `since`, or None."""
         deadline = time.monotonic() + timeout_s
         with self._changed:
@@ -300,11 +318,11 @@ class Board:
                     return None
                 self._changed.wait(min(left, 0.5))
 
-    def _tail_text(self):
+    def _tail_text(self) -> str:
         return "\n".join("  | " + line for line in self.tail(20)) or "  | (nothing at all)"
 
     # --- reset and the ready line ---------------------------------------------------------------
-    def reset(self):
+    def reset(self) -> Mark:
         """Reset the board as the bench says; returns the console's mark from before it."""
         since = self.mark()
         if self.reset_kind == "dtr_rts":
@@ -315,12 +333,12 @@ class Board:
             self._run_reset_command()
         return since
 
-    def _pulse_en(self):
-        try:
-            self._serial.dtr = False  # IO0 high: boot the firmware, not the ROM loader
-            self._serial.rts = True  # EN low: the chip is held in reset
+    def _pulse_en(self) -> None:
+        try:  # (_serial: open, as in write())
+            self._serial.dtr = False  # type: ignore[union-attr]  # IO0 high: boot the firmware, not the ROM loader
+            self._serial.rts = True  # type: ignore[union-attr]  # EN low: the chip is held in reset
             time.sleep(0.1)
-            self._serial.rts = False  # EN high: it starts
+            self._serial.rts = False  # type: ignore[union-attr]  # EN high: it starts
         except OSError as error:
             raise BoardError(
                 'console_port %s has no DTR/RTS lines to reset the board with (%s): set [esp32] reset = "soft" '
@@ -328,7 +346,7 @@ class Board:
                 % (self.console_port, error.strerror or error)
             ) from None
 
-    def _soft_reset(self, since):
+    def _soft_reset(self, since: Mark) -> None:
         self.write(b"\r\x03\x03")  # Ctrl-C: KeyboardInterrupt in main.py; twice, as mpremote does
         prompt = self.wait_text((b">>> ", b"raw REPL"), since, SOFT_STOP_S)
         if prompt is None:
@@ -346,9 +364,10 @@ class Board:
         if self.wait_text((b"soft reboot",), mark, SOFT_STOP_S) is None:
             raise BoardError("the board did not soft-reset at Ctrl-D. Its console's last lines:\n" + self._tail_text())
 
-    def _run_reset_command(self):
+    def _run_reset_command(self) -> None:
         command = self.reset_command
-        words = shlex.split(command) if isinstance(command, str) else list(command)
+        # reset = "command" comes with a reset_command (hil/benchfile.py)
+        words = shlex.split(command) if isinstance(command, str) else list(command)  # type: ignore[arg-type]
         try:
             done = subprocess.run(words, capture_output=True, text=True, timeout=30, check=False)
         except (OSError, subprocess.TimeoutExpired) as error:
@@ -359,7 +378,7 @@ class Board:
                 % (command, done.returncode, (done.stderr or done.stdout).strip())
             )
 
-    def wait_ready(self, since, timeout_s=None):
+    def wait_ready(self, since: Mark, timeout_s: float | None = None) -> dict[str, Any]:
         """The firmware's ready line after mark `since` (its JSON "started" log record); BoardError with
         the console's tail when it does not come."""
         timeout_s = self.ready_timeout_s if timeout_s is None else timeout_s
@@ -374,14 +393,14 @@ class Board:
         self.ready = record
         return record
 
-    def restart(self):
+    def restart(self) -> dict[str, Any]:
         """Sys.Reboot, and the ready line of the start that follows."""
         since = self.mark()
         self.call("Sys.Reboot", {})
         return self.wait_ready(since)
 
     # --- RPC ----------------------------------------------------------------------------------
-    def url(self):
+    def url(self) -> str:
         """Where the board answers RPC: rpc_url, or the address its firmware logged (the station's, once
         the Wi-Fi is up; the access point's) with the port of its ready line."""
         if self.rpc_url:
@@ -400,7 +419,9 @@ class Board:
             )
         return "http://%s%s" % (record["address"], ":" + port if port and port != "80" else "")
 
-    def rpc(self, method, params=None, authenticated=True, timeout_s=10):
+    def rpc(
+        self, method: str, params: dict[str, Any] | None = None, authenticated: bool = True, timeout_s: float = 10
+    ) -> tuple[int, Any]:
         """(status, decoded JSON) of one call over HTTP."""
         token = self.token if authenticated else None
         deadline = time.monotonic() + RPC_CONNECT_S
@@ -416,7 +437,7 @@ class Board:
                     ) from None
                 time.sleep(0.2)
 
-    def call(self, method, params=None):
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         """The result of a call; BoardError when the board refuses it."""
         status, body = self.rpc(method, params)
         if status == 200:
@@ -431,7 +452,7 @@ class Board:
         raise BoardError("the board refused %s (HTTP %d): %s" % (method, status, error.get("message", body)))
 
     # --- configuration and deploying ---------------------------------------------------------------
-    def configure(self, bench):
+    def configure(self, bench: Bench) -> dict[str, Any]:
         """The bench's configuration on the board (see the module docstring); the changes made."""
         from vbms_core import config as config_module
 
@@ -448,7 +469,7 @@ class Board:
             self.wait_ready(since)
         return changes
 
-    def deploy(self, tree, frozen=False):
+    def deploy(self, tree: str | Path, frozen: bool = False) -> None:
         """`vbms firmware deploy`: the built tree onto the board with mpremote (which takes the console for
         itself meanwhile), which resets it at the end."""
         from . import firmware
@@ -462,7 +483,7 @@ class Board:
             self.open()
 
 
-def wanted_config(bench, current):
+def wanted_config(bench: Bench, current: dict[str, Any]) -> dict[str, Any]:
     """The configuration a board runs a bench with: the defaults, the board's own settings (BOARD_KEYS)
     from `current`, and the bench's slots (hil/builder.py); its token is left as it is."""
     from vbms_core import config as config_module
@@ -498,7 +519,7 @@ class VirtualBoard:
       the token, the reset and the Bluetooth adapters, as for a real board.
     """
 
-    def __init__(self, bench_text, directory):
+    def __init__(self, bench_text: str, directory: str | Path) -> None:
         import tomllib
 
         from .benchfile import parse
@@ -509,22 +530,22 @@ class VirtualBoard:
         self.bench_path = self.directory / "virtual-board.toml"
         self.flash = self.directory / "flash"
         self.token = secrets.token_urlsafe(12)
-        self.http_url = None
-        self.console = None
-        self.pid = None
-        self.process = None
-        self.wires = {}
-        self.ble = None
-        self._log = None
+        self.http_url: str | None = None
+        self.console: str | None = None
+        self.pid: int | None = None
+        self.process: subprocess.Popen[Any] | None = None
+        self.wires: dict[str, Rs485Bus] = {}
+        self.ble: BleEnvironment | None = None
+        self._log: IO[str] | None = None
 
-    def start(self, timeout_s=30):
+    def start(self, timeout_s: float = 30) -> Self:
         try:
             return self._start(timeout_s)
         except BaseException:
             self.stop()
             raise
 
-    def _start(self, timeout_s):
+    def _start(self, timeout_s: float) -> Self:
         from vbms_core import config as config_module
 
         from . import firmware
@@ -552,13 +573,17 @@ class VirtualBoard:
         if jk:
             from .wires.ble import BleEnvironment
 
-            self.ble = BleEnvironment(adapters=[spec.address for spec in jk] + [bench.dut["ble_address"]]).start()
+            # a JK BLE battery's address is its MAC
+            self.ble = BleEnvironment(
+                adapters=[cast(str, spec.address) for spec in jk] + [bench.dut["ble_address"]]
+            ).start()
             command += ["--ble-adapter", self.ble.adapters[-1]]
-            env["DBUS_SYSTEM_BUS_ADDRESS"] = self.ble.address
+            env["DBUS_SYSTEM_BUS_ADDRESS"] = cast(str, self.ble.address)  # known once started
         self._log = open(self.directory / "virtual-board.log", "w")  # noqa: SIM115 - kept open while it runs
         self.process = start_tied(command, env=env, stdout=subprocess.PIPE, stderr=self._log, cwd=str(ROOT))
-        ready, _, _ = select.select([self.process.stdout], [], [], timeout_s)
-        line = self.process.stdout.readline() if ready else b""
+        # stdout: a pipe (stdout=subprocess.PIPE)
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout_s)  # type: ignore[type-var]
+        line = self.process.stdout.readline() if ready else b""  # type: ignore[union-attr]
         if not line:
             raise BoardError("the virtual board did not start within %d s: %s" % (timeout_s, self.log_tail()))
         announced = json.loads(line)
@@ -566,10 +591,11 @@ class VirtualBoard:
         self.bench_path.write_text(self.bench_file())
         return self
 
-    def bench_file(self):
+    def bench_file(self) -> str:
+        # pid: start() has read it from the board's first line
         lines = [
             "",
-            "# The virtual board (hil/board.py VirtualBoard): firmware/host/board.py, pid %d" % self.pid,
+            "# The virtual board (hil/board.py VirtualBoard): firmware/host/board.py, pid %d" % self.pid,  # type: ignore[str-format]
             "[esp32]",
             "console_port = %s" % json.dumps(self.console),
             "inverter_port = %s" % json.dumps(self.wires["inverter"].endpoint("adapter").path),
@@ -577,25 +603,25 @@ class VirtualBoard:
             "rpc_url = %s" % json.dumps(self.http_url),
             "rpc_token = %s" % json.dumps(self.token),
             'reset = "command"',
-            'reset_command = ["kill", "-USR1", "%d"]  # the virtual board\'s EN line' % self.pid,
+            'reset_command = ["kill", "-USR1", "%d"]  # the virtual board\'s EN line' % self.pid,  # type: ignore[str-format]
         ]
         if self.ble is not None:
             lines.append("ble_adapters = %s" % json.dumps(self.ble.adapters[:-1]))
             lines.append("ble_dbus_address = %s" % json.dumps(self.ble.address))
         return self.bench_text.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
 
-    def log_tail(self, characters=2000):
+    def log_tail(self, characters: int = 2000) -> str:
         try:
             return (self.directory / "virtual-board.log").read_text(errors="replace")[-characters:]
         except OSError:
             return ""
 
-    def stop(self):
+    def stop(self) -> None:
         from .procs import stop_group
 
         if self.process is not None:
             stop_group(self.process)
-            self.process.stdout.close()
+            self.process.stdout.close()  # type: ignore[union-attr]  # a pipe
             self.process = None
         for wire in self.wires.values():
             wire.stop()
@@ -608,5 +634,5 @@ class VirtualBoard:
             self._log = None
 
 
-def _bms_bus(bench):
+def _bms_bus(bench: Bench) -> str | None:
     return next((spec.bus for spec in bench.batteries if spec.bus), None)

@@ -1,13 +1,23 @@
 """The `vbms` command line."""
 
+from __future__ import annotations
+
 import argparse
 import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from vbms_core.dissect import PROTOCOLS
 from vbms_core.jk_frames import LAYOUTS
 
+if TYPE_CHECKING:
+    from typing import TypeAlias
 
-def build_parser():
+    # what add_subparsers() returns: the parsers of one level of commands (not subscriptable at run time)
+    Subcommands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vbms", description="Virtual BMS: protocol tools, simulators and test harness."
     )
@@ -157,11 +167,11 @@ def build_parser():
     return parser
 
 
-def _positive(kind, what):
+def _positive(kind: Callable[[str], float], what: str) -> Callable[[str], float]:
     """An argparse type: a positive int or a positive finite float; a wrong one exits 2 saying so."""
     number = "a whole number" if kind is int else "a number"
 
-    def parse(text):
+    def parse(text: str) -> float:
         try:
             value = kind(text)
         except ValueError:
@@ -173,7 +183,7 @@ def _positive(kind, what):
     return parse
 
 
-def _port(text):
+def _port(text: str) -> int:
     """An argparse type: a TCP port, 0 for a free one."""
     try:
         port = int(text)
@@ -184,7 +194,7 @@ def _port(text):
     return port
 
 
-def add_fuzz_parser(commands):
+def add_fuzz_parser(commands: Subcommands) -> None:
     fuzz = commands.add_parser(
         "fuzz", help="fuzzing: coverage-guided campaigns against the decoders, live campaigns against a device"
     )
@@ -221,7 +231,7 @@ def add_fuzz_parser(commands):
     add_fuzz_wire_parsers(fuzz_kinds)
 
 
-def add_fuzz_wire_parsers(fuzz_kinds):
+def add_fuzz_wire_parsers(fuzz_kinds: Subcommands) -> None:
     wire = fuzz_kinds.add_parser(
         "wire",
         help="a live campaign: malformed traffic on one port of a device under test on a simulated bench",
@@ -268,7 +278,7 @@ def add_fuzz_wire_parsers(fuzz_kinds):
     )  # fmt: skip
 
 
-def add_firmware_parser(commands):
+def add_firmware_parser(commands: Subcommands) -> None:
     firmware = commands.add_parser("firmware", help="the MicroPython firmware: build, deploy, flash, run on the host")
     actions = firmware.add_subparsers(dest="firmware_command", metavar="ACTION")
     actions.required = True
@@ -312,7 +322,7 @@ def add_firmware_parser(commands):
     host.add_argument("--tree", metavar="DIR", help="run a built tree (vbms firmware build) instead of the sources")
 
 
-def add_farm_parser(commands):
+def add_farm_parser(commands: Subcommands) -> None:
     """`vbms farm`: bench farms on labgrid (docs/farm.md; hil/farm/cli.py)."""
     farm = commands.add_parser(
         "farm",
@@ -355,7 +365,7 @@ def add_farm_parser(commands):
     virtual.add_argument("--json", action="store_true", help="print the coordinator and places as one JSON line")
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "decode":

@@ -3,11 +3,28 @@
 Presentation lives here, in the harness; the rows come from the DEYE master model
 (simulators/deye/master.py)."""
 
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
 HEADINGS = ("#", "Volt", "Curr", "Temp", "SOC", "Energy", "Charge Volt", "Charge Curr", "Fault", "Model")
 EMPTY_ROW = ("0.00V", "0.00A", "0.0C", "0.0%", "0.0Ah", "0.0V", "0.0A", "0|0|0")  # as the screen shows a silent slot
 
 
-def render_table(inverter):
+class LiBmsScreen(Protocol):
+    """What render_table reads: the DEYE master model or an adapter around it."""
+
+    @property
+    def cycles(self) -> int: ...
+
+    def rows(self) -> Iterable[Mapping[str, Any]]: ...
+
+
+def render_table(inverter: LiBmsScreen) -> Table:
     """A rich Table of the Li-BMS screen of inverter (anything with cycles and rows(): the model or an adapter)."""
     from rich.table import Table
 

@@ -1,7 +1,10 @@
 """`vbms decode`: frames in hex (arguments, a file or a capture) to JSON lines."""
 
+import argparse
 import json
 import sys
+from collections.abc import Iterable, Sequence
+from typing import TextIO
 
 from vbms_core import jk_ble
 from vbms_core.compat import hexlify, unhexlify
@@ -14,7 +17,7 @@ class InputError(Exception):
     """Bad command-line input: says what was wrong and what to do."""
 
 
-def read_inputs(hex_args, file_path):
+def read_inputs(hex_args: Sequence[str], file_path: str | None) -> list[tuple[str, bytes]]:
     """(label, bytes) for each frame given; raises InputError on bad hex.
 
     A file holds one frame per line: plain hex (spaces allowed), or a JSON
@@ -54,7 +57,7 @@ def read_inputs(hex_args, file_path):
     return frames
 
 
-def decode_frames(protocol, frames, layout, out):
+def decode_frames(protocol: str, frames: Iterable[tuple[str, bytes]], layout: str | None, out: TextIO) -> int:
     """Dissect each frame; returns the number that failed."""
     failures = 0
     for label, raw in frames:
@@ -67,12 +70,12 @@ def decode_frames(protocol, frames, layout, out):
     return failures
 
 
-def decode_stream(frames, layout, out, show_junk):
+def decode_stream(frames: Iterable[tuple[str, bytes]], layout: str | None, out: TextIO, show_junk: bool) -> int:
     """Feed every frame as a notification chunk through the JK reassembler."""
     reassembler = jk_ble.JkReassembler()
     failures = 0
 
-    def drain():
+    def drain() -> None:
         nonlocal failures
         while True:
             event = reassembler.next_event()
@@ -98,7 +101,7 @@ def decode_stream(frames, layout, out, show_junk):
     return failures
 
 
-def run(args, out=sys.stdout, err=sys.stderr):
+def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     if args.protocol not in PROTOCOLS:
         err.write("vbms decode: unknown protocol %r; choose one of %s\n" % (args.protocol, ", ".join(PROTOCOLS)))
         return 2

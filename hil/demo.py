@@ -6,8 +6,11 @@ vbms_core, turned into readings, served by the DEYE slave, and polled the way
 the inverter polls (read 0x1000 x 25 and the 0x11 identity for units 0..3).
 """
 
+import argparse
 import json
+from collections.abc import Callable
 from importlib import resources
+from typing import Any, cast
 
 from vbms_core import battery, byd, deye, jk_ble, jk_frames, jk_pb, modbus
 from vbms_core.compat import unhexlify
@@ -17,13 +20,14 @@ STALE_US = 10_000_000
 NOW_US = 1_000_000
 
 
-def load_captures():
+def load_captures() -> dict[str, Any]:
     return json.loads(resources.files("hil").joinpath("data/demo_captures.json").read_text())
 
 
-def ble_frames(session):
+def ble_frames(session: dict[str, Any]) -> tuple[list[jk_ble.JkFrame], list[jk_ble.Junk]]:
     reassembler = jk_ble.JkReassembler()
-    frames, junk = [], []
+    frames: list[jk_ble.JkFrame] = []
+    junk: list[jk_ble.Junk] = []
     for event in session["events"]:
         if event["dir"] != "rx":
             continue
@@ -33,9 +37,11 @@ def ble_frames(session):
     return frames, junk
 
 
-def build_units(captures, report):
+def build_units(
+    captures: dict[str, Any], report: Callable[[str], object]
+) -> tuple[deye.DeyeSlave, list[tuple[str, str, str, battery.Reading]]]:
     slave = deye.DeyeSlave(STALE_US)
-    units = []
+    units: list[tuple[str, str, str, battery.Reading]] = []
 
     frames, junk = ble_frames(captures["ble_session"])
     report(f"BLE session: {len(frames)} frames reassembled, {sum(j.length for j in junk)} junk bytes dropped "
@@ -61,19 +67,19 @@ def build_units(captures, report):
     return slave, units
 
 
-def poll(slave, unit):
+def poll(slave: deye.DeyeSlave, unit: int) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str]:
     request = modbus.encode_read_request(unit, modbus.READ_INPUT, deye.FIRST_REGISTER, deye.REGISTER_COUNT)
     # handle() answers in a buffer it reuses: take each reply before the next call.
     reply = slave.handle(request, NOW_US)
     values = dissect("deye", bytes(reply))["values"] if reply is not None else None
-    reason = slave.reason
+    reason = cast(str, slave.reason)  # handle() has just set it
     identity_reply = slave.handle(modbus.encode_report_id_request(unit), NOW_US)
     identity = dissect("deye", bytes(identity_reply))["identity"] if identity_reply is not None else None
     return values, identity, reason
 
 
-def run(args):
-    lines = []
+def run(args: argparse.Namespace) -> int:
+    lines: list[str] = []
     captures = load_captures()
     slave, units = build_units(captures, lines.append if not args.json else lambda _: None)
     rows = []
@@ -99,8 +105,9 @@ def run(args):
             print(f"{unit + 1:>2} {'-':9} {'(' + reason + ')':16}")
             continue
         source = units[unit][0]
+        # identity: a unit that answers the read answers the 0x11 identity request too
         print(
-            f"{unit + 1:>2} {source:9} {identity['model']:16} {values['pack_voltage_mv'] / 1000:6.2f}V "
+            f"{unit + 1:>2} {source:9} {identity['model']:16} {values['pack_voltage_mv'] / 1000:6.2f}V "  # type: ignore[index]
             f"{values['pack_current_ma'] / 1000:7.2f}A {values['cell_temp_avg_ddegc'] / 10:5.1f}C "
             f"{values['soc_permille'] / 10:5.1f}% {values['remain_capacity_mah'] / 1000:7.1f}Ah "
             f"{values['nominal_float_voltage_mv'] / 1000:5.1f}V {values['max_charge_current_ma'] / 1000:5.1f}A  "

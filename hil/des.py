@@ -36,6 +36,8 @@ tests/test_des_speed.py shows both give the inverter the same answers.
 import collections
 import math
 import random
+from collections.abc import Callable
+from typing import Any
 
 import simpy
 
@@ -44,11 +46,12 @@ from simulators.jk.device import STREAM_INTERVAL_S, JkBleSession, JkBms
 from vbms_core import app
 from vbms_core import events as ev
 
+from .benchfile import BatterySpec, Bench
 from .builder import build_devices, vbms_config
 from .des_inverter import InverterModel
 from .trace import Trace
 from .wires.faults import Fault
-from .wires.frame_bus import FrameBus, call_later
+from .wires.frame_bus import Deliver, FrameBus, call_later
 
 TOKEN = "des-token"
 DUT = "dut"
@@ -77,7 +80,7 @@ FAST_CURRENT_STEP_MA = 100
 FAST_CURRENT_STEP_PERMILLE = 20
 
 
-def current_step_ma(current_ma):
+def current_step_ma(current_ma: int) -> int:
     """FAST: how far the current flowing may move from the one a battery model reports before it is stepped."""
     return max(FAST_CURRENT_STEP_MA, abs(current_ma) * FAST_CURRENT_STEP_PERMILLE // 1000)
 
@@ -87,6 +90,20 @@ def current_step_ma(current_ma):
 FAST_BLE_REFRESH_S = 4.0
 FAST_BLE_LOOK_S = 0.5  # fast: how often the streams are looked at for that (and for lost links)
 TRACE_KEPT = 20_000  # frames kept in memory for failure reports (a ring: a week does not fit)
+
+# what the proxy takes in (vbms_core.events, "Inputs"); each carries the driver's clock in now_us
+Input = (
+    ev.BmsBytes
+    | ev.InvBytes
+    | ev.Tick
+    | ev.BleConnected
+    | ev.BleConnectFailed
+    | ev.BleDisconnected
+    | ev.BleNotify
+    | ev.BleScanResult
+    | ev.RpcCall
+    | ev.MqttConnected
+)
 
 
 class _Flow:
@@ -98,10 +115,10 @@ class _Flow:
 
     __slots__ = ("sample_ma", "reported_ma", "charge_mas", "counted_s", "stepped_s")
 
-    def __init__(self, current_ma, now_s):
+    def __init__(self, current_ma: int, now_s: float) -> None:
         self.sample_ma = current_ma
         self.reported_ma = current_ma
-        self.charge_mas = 0
+        self.charge_mas: float = 0
         self.counted_s = now_s
         self.stepped_s = now_s
 
@@ -109,7 +126,13 @@ class _Flow:
 class DesBench(ev.Executor):
     """The bench in simulated time, and the `des` driver of the proxy (an events.Executor)."""
 
-    def __init__(self, bench, seed=None, config_overrides=None, fidelity=FULL):
+    def __init__(
+        self,
+        bench: Bench,
+        seed: int | None = None,
+        config_overrides: dict[str, Any] | None = None,
+        fidelity: str = FULL,
+    ) -> None:
         self.bench = bench
         self.env = simpy.Environment()
         self.seed = bench.seed if seed is None else seed
@@ -120,7 +143,7 @@ class DesBench(ev.Executor):
         self.batteries, self.devices = build_devices(bench)
         self.config = vbms_config(bench, TOKEN)
         self.config.update(config_overrides or {})
-        self.saved_config = None
+        self.saved_config: dict[str, Any] | None = None
         self.proxy = app.Proxy(self.config, 0)
         self.buses = {
             name: FrameBus(self.env, name, spec.baud, spec.protocol, trace=self.trace, seed=self.seed)
@@ -141,36 +164,38 @@ class DesBench(ev.Executor):
         self.inverter_bus.add_endpoint(INVERTER, self.inverter.reply_arrived)
         if self.bms_bus is not None:
             self.bms_bus.add_endpoint(DUT, lambda data, now_s: self.feed(ev.BmsBytes(data, 0)))
-        self.ble_sessions = {}
-        self.ble_refused = set()
+        self.ble_sessions: dict[int, JkBleSession] = {}
+        self.ble_refused: set[int] = set()
         self.ble_peripherals = {spec.slot: spec for spec in bench.batteries if spec.type == "jk_ble"}
-        self.published = collections.deque(maxlen=1000)
-        self.dut_log = collections.deque(maxlen=200)  # the proxy's Log actions, for failure reports
-        self.rpc_replies = {}
+        # (t_s, topic, payload, retain) of the proxy's Publish actions
+        self.published: collections.deque[tuple[float, str, str, bool]] = collections.deque(maxlen=1000)
+        # the proxy's Log actions, for failure reports: (t_s, level, event, fields)
+        self.dut_log: collections.deque[tuple[float, str, str, dict[str, Any]]] = collections.deque(maxlen=200)
+        self.rpc_replies: dict[int, tuple[Any, dict[str, Any] | None]] = {}  # call_id -> (result, error)
         self.calls = 0
         self.ticks = 0
-        self.fidelity = None
-        self.battery_step_s = 1.0
-        self._tick_at_us = None  # when the proxy's next tick is planned
+        self.fidelity: str | None = None
+        self.battery_step_s: float = 1.0
+        self._tick_at_us: int | None = None  # when the proxy's next tick is planned
         self._tick_token = 0  # the planned tick; older timeouts are stale
         self._ble_token = 0  # the running BLE stream loop; older ones stop
-        self._battery_stepped_s = 0  # the whole second the battery models were last stepped to
+        self._battery_stepped_s: float = 0  # the whole second the battery models were last stepped to
         self._clock_token = 0  # the running battery clock; older ones stop
-        self._flows = {}  # FAST: slot -> _Flow
-        self._sample_due_s = None  # FAST: the whole second the currents are next sampled at
+        self._flows: dict[int, _Flow] = {}  # FAST: slot -> _Flow
+        self._sample_due_s: int | None = None  # FAST: the whole second the currents are next sampled at
         self.inverter.on_cycle = self._currents_changed
-        self._ble_made_s = {}  # FAST: slot -> when the frame the proxy has of it was made
-        self._ble_made_version = {}  # FAST: slot -> the module's version that frame was made of
-        self._ble_version = {}  # FAST: slot -> how often the module (device or battery model) changed
-        self._ble_changed_s = {}  # FAST: slot -> when it last changed
-        self._stream_tokens = {}  # slot -> its latest planned stream frame; older ones are stale
+        self._ble_made_s: dict[int, float] = {}  # FAST: slot -> when the frame the proxy has of it was made
+        self._ble_made_version: dict[int, int] = {}  # FAST: slot -> the module's version that frame was made of
+        self._ble_version: dict[int, int] = {}  # FAST: slot -> how often the module (device or battery model) changed
+        self._ble_changed_s: dict[int, float] = {}  # FAST: slot -> when it last changed
+        self._stream_tokens: dict[int, int] = {}  # slot -> its latest planned stream frame; older ones are stale
         self.set_fidelity(fidelity)
         self._after(0.0, self.inverter.start)  # when time starts to run: what a driver does first goes first
         self._plan_tick()
 
     # --- fidelity -----------------------------------------------------------------------
 
-    def set_fidelity(self, fidelity):
+    def set_fidelity(self, fidelity: str) -> None:
         """FULL or FAST (the module's docstring says what FAST leaves out); at any time."""
         if fidelity not in FIDELITIES:
             raise ValueError("unknown fidelity %r; choose one of %s" % (fidelity, ", ".join(FIDELITIES)))
@@ -208,15 +233,15 @@ class DesBench(ev.Executor):
 
     # --- the driver: inputs in, actions out ------------------------------------------------
 
-    def now_us(self):
+    def now_us(self) -> int:
         return int(self.env.now * 1_000_000 + 0.5)
 
-    def feed(self, event):
+    def feed(self, event: Input) -> None:
         event.now_us = self.now_us()
         ev.execute(self, self.proxy.feed(event))
         self._plan_tick()  # the proxy's next deadline may have moved
 
-    def _plan_tick(self):
+    def _plan_tick(self) -> None:
         """A tick at the proxy's next deadline, unless one is planned by then already."""
         deadline_us = self.proxy.next_deadline_us()
         if deadline_us is None:
@@ -231,7 +256,7 @@ class DesBench(ev.Executor):
         token = self._tick_token
         call_later(self.env, (at_us - now_us) / 1e6, self._tick, token)
 
-    def _tick(self, token):
+    def _tick(self, token: int) -> None:
         if token != self._tick_token:
             return  # an earlier tick was planned after this one
         self._tick_at_us = None
@@ -244,23 +269,23 @@ class DesBench(ev.Executor):
         if self._tick_at_us is None and "feed" in self.__dict__:
             self._plan_tick()  # a test that replaced feed (to record inputs) plans no tick
 
-    def _after(self, delay_s, function, *args):
+    def _after(self, delay_s: float, function: Callable[..., object], *args: Any) -> None:
         """function(*args) delay_s from now, on a simpy timeout's callback."""
         call_later(self.env, delay_s, function, *args)
 
     # --- the executor --------------------------------------------------------------------
 
-    def bms_write(self, action):
+    def bms_write(self, action: ev.BmsWrite) -> None:
         if self.bms_bus is not None:
             self.bms_bus.send(DUT, action.data)
 
-    def inv_write(self, action):
+    def inv_write(self, action: ev.InvWrite) -> None:
         self.inverter_bus.send(DUT, action.data)
 
-    def ble_connect(self, action):
+    def ble_connect(self, action: ev.BleConnect) -> None:
         self._after(0.3, self._ble_connect, action.slot)
 
-    def ble_write(self, action):
+    def ble_write(self, action: ev.BleWrite) -> None:
         session = self.ble_sessions.get(action.slot)
         if session is not None:
             stream_s = session.next_frame_s
@@ -269,56 +294,59 @@ class DesBench(ev.Executor):
             if session.streaming and session.next_frame_s != stream_s:
                 self._plan_stream(action.slot, session)  # the stream (re)starts
 
-    def ble_disconnect(self, action):
+    def ble_disconnect(self, action: ev.BleDisconnect) -> None:
         self.ble_sessions.pop(action.slot, None)
 
-    def ble_scan(self, action):
+    def ble_scan(self, action: ev.BleScan) -> None:
         """The modules advertising, and the ones connected, after the scan's time."""
         devices = [
             [spec.address, spec.name, -60, slot in self.ble_sessions] for slot, spec in self.ble_peripherals.items()
         ]
         self._after(action.seconds, self.feed, ev.BleScanResult(sorted(devices), 0))
 
-    def publish(self, action):
+    def publish(self, action: ev.Publish) -> None:
         self.published.append((self.env.now, action.topic, action.payload, action.retain))
 
-    def save_config(self, action):
+    def save_config(self, action: ev.SaveConfig) -> None:
         self.saved_config = dict(action.config)
 
-    def reboot(self, action):
+    def reboot(self, action: ev.Reboot) -> None:
         self.restart()
 
-    def rpc_reply(self, action):
+    def rpc_reply(self, action: ev.RpcReply) -> None:
         self.rpc_replies[action.call_id] = (action.result, action.error)
 
-    def log(self, action):
+    def log(self, action: ev.Log) -> None:
         self.dut_log.append((self.env.now, action.level, action.event, action.fields))
 
     # --- the world's side ----------------------------------------------------------------
 
-    def _inverter_request(self, data, now_s):
+    def _inverter_request(self, data: bytes, now_s: float) -> None:
         """The inverter's bytes reach the device under test; in FAST the JK module behind the
         unit asked for first gets its newest frame to the proxy, as a full stream would have."""
         if self.fidelity == FAST and data and data[0] in self.ble_sessions:
             self._ble_read(data[0])
         self.feed(ev.InvBytes(data, 0))
 
-    def _device_hears(self, spec):
+    def _device_hears(self, spec: BatterySpec) -> Deliver:
         """A BMS on the bus: it answers, after its turnaround, what it takes for a request to it."""
         device = self.devices[spec.slot]
-        handle = {"byd_pro": device.handle if spec.type == "byd_pro" else None,
+        # (the ignore: a byd_pro battery's device is a BydModule, and each type's key names its handler)
+        handle: Callable[[bytes], tuple[bytes, float] | None]
+        handle = {"byd_pro": device.handle if spec.type == "byd_pro" else None,  # type: ignore[union-attr, assignment]
                   "jk_rs485": getattr(device, "handle_modbus", None),
                   "jk_4e57": getattr(device, "handle_4e57", None)}[spec.type]  # fmt: skip
 
-        def hears(frame, now_s):
+        def hears(frame: bytes, now_s: float) -> None:
             answer = handle(frame)
             if answer is not None:
                 reply, delay_s = answer
-                self._after(delay_s, self.bms_bus.send, spec.name, reply)
+                # (the ignore: only a bench with a BMS bus has devices on it that hear)
+                self._after(delay_s, self.bms_bus.send, spec.name, reply)  # type: ignore[union-attr]
 
         return hears
 
-    def _ble_connect(self, slot):
+    def _ble_connect(self, slot: int) -> None:
         device = self.devices.get(slot)
         if slot in self.ble_refused or not isinstance(device, JkBms) or device.failure == "refuse_reconnect":
             self._after(2.7, self.feed, ev.BleConnectFailed(slot, "not found", 0))
@@ -328,25 +356,25 @@ class DesBench(ev.Executor):
             )
             self.feed(ev.BleConnected(slot, 0))
 
-    def _notify(self, slot, chunk):
+    def _notify(self, slot: int, chunk: bytes) -> None:
         if slot in self.ble_sessions:
             self.trace.ble(self.env.now, self.ble_peripherals[slot].name, chunk)
             self.feed(ev.BleNotify(slot, chunk, 0))
 
-    def device_changes(self, slot):
+    def device_changes(self, slot: int) -> None:
         """A scenario is about to change a device model (a failure, an alarm): in FAST, the frame
         its stream has due goes to the proxy first, made before the change, as a full stream sent it."""
         if self.fidelity == FAST and slot in self.ble_sessions:
             self._ble_change(slot)
 
-    def drop_ble(self, slot, refuse=False):
+    def drop_ble(self, slot: int, refuse: bool = False) -> None:
         """The radio link to a JK module is lost (and, with refuse, stays refused)."""
         if refuse:
             self.ble_refused.add(slot)
         if self.ble_sessions.pop(slot, None) is not None:
             self.feed(ev.BleDisconnected(slot, "link lost", 0))
 
-    def _link_failed(self, slot):
+    def _link_failed(self, slot: int) -> bool:
         """A module whose failure is a lost link loses it; True if it did."""
         device = self.devices[slot]
         if device.failure not in ("disconnect", "refuse_reconnect"):
@@ -356,7 +384,7 @@ class DesBench(ev.Executor):
             device.failure = None
         return True
 
-    def _ble_stream(self, token):
+    def _ble_stream(self, token: int) -> None:
         """Every BLE_POLL_S (FAST: FAST_BLE_LOOK_S), a module whose failure is a lost link loses
         it; FAST: a stream none of whose frames reached the proxy for FAST_BLE_REFRESH_S sends
         its newest one, so the link and the reading stay fresh."""
@@ -372,7 +400,7 @@ class DesBench(ev.Executor):
                 self._ble_deliver(slot)
         self._after(FAST_BLE_LOOK_S if fast else BLE_POLL_S, self._ble_stream, token)
 
-    def _plan_stream(self, slot, session, at_s=None):
+    def _plan_stream(self, slot: int, session: JkBleSession, at_s: float | None = None) -> None:
         """The stream's next frame at the time it is due (FULL: each frame; FAST: the first one,
         for the handshake that waits for it; the others when somebody reads them)."""
         token = self._stream_tokens.get(slot, 0) + 1
@@ -380,7 +408,7 @@ class DesBench(ev.Executor):
         due_s = session.next_frame_s if at_s is None else at_s
         self._after(max(due_s - self.env.now, 0.0), self._frame_due, slot, session, token, due_s)
 
-    def _frame_due(self, slot, session, token, due_s):
+    def _frame_due(self, slot: int, session: JkBleSession, token: int, due_s: float) -> None:
         if self._stream_tokens.get(slot) != token or self.ble_sessions.get(slot) is not session:
             return  # the stream restarted, or the link is gone
         now_s = max(self.env.now, due_s)  # (float rounding may put the timeout a hair before it)
@@ -397,7 +425,7 @@ class DesBench(ev.Executor):
         else:  # a stream that sent nothing (a failure): look again a frame later
             self._plan_stream(slot, session, due_s + STREAM_INTERVAL_S)
 
-    def _ble_read(self, slot):
+    def _ble_read(self, slot: int) -> None:
         """FAST: somebody is about to read what the proxy has of a JK module: if the module changed
         since the frame the proxy has was made, and its stream has a frame due since, that one goes first."""
         session = self.ble_sessions.get(slot)
@@ -407,14 +435,14 @@ class DesBench(ev.Executor):
         if due_s is not None and due_s >= self._ble_changed_s.get(slot, 0.0):
             self._ble_deliver(slot)
 
-    def _ble_change(self, slot):
+    def _ble_change(self, slot: int) -> None:
         """FAST: a JK module is about to change: what its stream made since its last change reaches
         the proxy first (a full stream would have sent it)."""
         self._ble_read(slot)
         self._ble_version[slot] = self._ble_version.get(slot, 0) + 1
         self._ble_changed_s[slot] = self.env.now
 
-    def _ble_deliver(self, slot, now_s=None):
+    def _ble_deliver(self, slot: int, now_s: float | None = None) -> None:
         """FAST: the newest frame due of a JK module's stream reaches the proxy (if it has not)."""
         session = self.ble_sessions.get(slot)
         if session is None or self._link_failed(slot):
@@ -426,7 +454,7 @@ class DesBench(ev.Executor):
             self.trace.ble(self.env.now, self.ble_peripherals[slot].name, chunk)
             self.feed(ev.BleNotify(slot, chunk, 0))
 
-    def _clock(self, token, at_s):
+    def _clock(self, token: int, at_s: float) -> None:
         """FULL: at every whole second at_s, each battery model steps by a second with the current
         the inverter asks of it now."""
         if token != self._clock_token:
@@ -438,7 +466,7 @@ class DesBench(ev.Executor):
         self._battery_stepped_s = at_s
         self._after(at_s + self.battery_step_s - self.env.now, self._clock, token, at_s + self.battery_step_s)
 
-    def _battery_due(self, slot, at_s, token):
+    def _battery_due(self, slot: int, at_s: float, token: int) -> None:
         """FAST: at whole second at_s, a battery model not stepped for FAST_BATTERY_STEP_S steps by the
         time since, with the mean of the currents sampled meanwhile (one that a change of its current
         stepped meanwhile has a later clock)."""
@@ -448,12 +476,12 @@ class DesBench(ev.Executor):
         if self._flows[slot].stepped_s < at_s:  # (unless the sample stepped it just now)
             self._step_fast(slot, at_s)
 
-    def _uptime(self, slot, now_s):
+    def _uptime(self, slot: int, now_s: float) -> None:
         device = self.devices[slot]
         if isinstance(device, JkBms):
             device.uptime_s = int(now_s)
 
-    def _currents_changed(self, now_s):
+    def _currents_changed(self, now_s: float) -> None:
         """FAST: the inverter split its power anew; full fidelity's clock takes the new currents at
         the next whole second, and so does the sample."""
         if self.fidelity != FAST:
@@ -463,7 +491,7 @@ class DesBench(ev.Executor):
             self._sample_due_s = sample_s
             self._after(sample_s - now_s, self._sample_currents, sample_s)
 
-    def _sample_currents(self, sample_s):
+    def _sample_currents(self, sample_s: float) -> None:
         """FAST: the currents at whole second sample_s; a battery whose current moved far or turned is stepped now."""
         if self.fidelity != FAST:
             return
@@ -484,7 +512,7 @@ class DesBench(ev.Executor):
             ):
                 self._step_fast(slot, sample_s)
 
-    def _step_fast(self, slot, now_s):
+    def _step_fast(self, slot: int, now_s: float) -> None:
         if slot in self.ble_sessions:
             self._ble_change(slot)
         flow = self._flows[slot]
@@ -503,11 +531,11 @@ class DesBench(ev.Executor):
         at_s = now_s + FAST_BATTERY_STEP_S
         self._after(at_s - self.env.now, self._battery_due, slot, at_s, self._clock_token)
 
-    def restart(self):
+    def restart(self) -> None:
         """The device under test restarts from its saved configuration, half a second from now."""
         self._after(0.5, self._reboot)
 
-    def _reboot(self):
+    def _reboot(self) -> None:
         self.ble_sessions.clear()
         self.proxy = app.Proxy(self.saved_config or self.config, self.now_us())
         self._tick_at_us = None
@@ -516,10 +544,12 @@ class DesBench(ev.Executor):
 
     # --- what scenarios use --------------------------------------------------------------
 
-    def run_for(self, seconds):
+    def run_for(self, seconds: float) -> None:
         self.env.run(until=self.env.now + seconds)
 
-    def rpc(self, method, params=None, token=None, timeout_s=60):
+    def rpc(
+        self, method: str, params: dict[str, Any] | None = None, token: str | None = None, timeout_s: float = 60
+    ) -> tuple[Any, dict[str, Any] | None]:
         """Call the proxy; an answer that comes later (a BLE scan) is waited for in simulated time."""
         if self.fidelity == FAST:
             for slot in list(self.ble_sessions):

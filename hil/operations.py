@@ -8,10 +8,15 @@ on the des target) and `inverter` (its `profile` a PowerProfile).  Arguments are
 what a device or a bus refuses raises its own error (ValueError, BusError).
 """
 
-from simulators.battery import FLAGS
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from simulators.battery import FLAGS, BatteryModel
 from simulators.byd.device import FAILURES as BYD_FAILURES
+from simulators.byd.device import BydModule
 from simulators.deye.profile import PowerProfile
 from simulators.jk.device import FAILURES as JK_FAILURES
+from simulators.jk.device import JkBms
 
 from .wires.faults import Fault
 
@@ -29,17 +34,54 @@ FAILURES = {
 CONDITIONS = FLAGS  # the generic conditions a battery model can be forced into (BatteryModel.forced)
 
 
+# --- what each operation uses of the world -----------------------------------------------------------
+
+
+class ProfiledInverter(Protocol):
+    """An inverter model whose power profile can be replaced (simulators/deye/master.MasterView)."""
+
+    profile: PowerProfile
+
+
+class FaultBus(Protocol):
+    """An RS485 bus model: hil/wires/rs485.Rs485Bus or hil/wires/frame_bus.FrameBus."""
+
+    def add_fault(self, fault: Fault) -> Fault: ...
+    def remove_fault(self, fault: Fault) -> None: ...
+    def clear_faults(self) -> None: ...
+
+
+class WithInverter(Protocol):
+    @property
+    def inverter(self) -> ProfiledInverter | None: ...
+
+
+class WithDevices(Protocol):
+    @property
+    def devices(self) -> Mapping[int, BydModule | JkBms]: ...
+
+
+class WithBatteries(Protocol):
+    @property
+    def batteries(self) -> Mapping[int, BatteryModel]: ...
+
+
+class WithBuses(Protocol):
+    @property
+    def buses(self) -> Mapping[str, FaultBus]: ...
+
+
 # --- the inverter ---------------------------------------------------------------------------------
 
 
-def set_profile(world, kind="constant", **parameters):
+def set_profile(world: WithInverter, kind: str = "constant", **parameters: Any) -> PowerProfile:
     """The inverter's power profile becomes PowerProfile(kind, **parameters); returns it."""
     profile = PowerProfile(kind, **parameters)
-    world.inverter.profile = profile
+    world.inverter.profile = profile  # type: ignore[union-attr]  # a bench whose profile is set has an inverter
     return profile
 
 
-def set_power(world, watts):
+def set_power(world: WithInverter, watts: float) -> PowerProfile:
     """A constant power profile (positive: charging the batteries)."""
     return set_profile(world, "constant", watts=watts)
 
@@ -47,35 +89,35 @@ def set_power(world, watts):
 # --- the devices ----------------------------------------------------------------------------------
 
 
-def device_failure(world, slot, failure):
+def device_failure(world: WithDevices, slot: int, failure: str | None) -> None:
     """A device fails (silent, garbage, bad_checksum, slow, stuck, ...), or recovers with None."""
     world.devices[slot].set_failure(failure)
 
 
-def raise_alarm(world, slot, word, bit):
+def raise_alarm(world: WithDevices, slot: int, word: str, bit: int) -> None:
     """A BMS raises a bit of one of its alarm words (BYD: alarm, protect, fail; JK: error)."""
     setattr(world.devices[slot], ALARM_WORDS[word], 1 << bit)
 
 
-def alarm_words(device):
+def alarm_words(device: BydModule | JkBms) -> dict[str, int]:
     """{word: forced bits} for the words this device has."""
     return {word: getattr(device, name) for word, name in ALARM_WORDS.items() if hasattr(device, name)}
 
 
-def clear_alarms(world, slot):
+def clear_alarms(world: WithDevices, slot: int) -> None:
     device = world.devices[slot]
     for attribute in ALARM_WORDS.values():
         if hasattr(device, attribute):
             setattr(device, attribute, 0)
 
 
-def drop_ble(world, slot, refuse=False):
+def drop_ble(world: WithDevices, slot: int, refuse: bool = False) -> None:
     """The radio link to a JK module is lost (refuse: the module refuses to reconnect), on the
     real-time bench where the JK peripheral acts on its device's failure."""
     device_failure(world, slot, "refuse_reconnect" if refuse else "disconnect")
 
 
-def allow_ble(world, slot):
+def allow_ble(world: WithDevices, slot: int) -> None:
     device = world.devices[slot]
     if getattr(device, "failure", None) in ("refuse_reconnect", "disconnect"):
         device.set_failure(None)
@@ -84,20 +126,20 @@ def allow_ble(world, slot):
 # --- the battery models -------------------------------------------------------------------------------
 
 
-def _settle(battery):
+def _settle(battery: BatteryModel) -> None:
     """No time passes: the model derives its values (cells, SOC, warnings) from its new state, which it
     does once per step, and its BMS's protections follow that state at once."""
     battery.advance(0.0, battery.current_ma)
 
 
-def set_soc(world, slot, soc_permille):
+def set_soc(world: WithBatteries, slot: int, soc_permille: float) -> None:
     """Every cell of the pack at soc_permille of its own (aged) capacity, as after a long rest."""
     battery = world.batteries[slot]
     battery.charge_mah = [battery.full_mah * factor * soc_permille / 1000 for factor in battery.cell_capacity_factor]
     _settle(battery)
 
 
-def set_temperature(world, slot, temperature_ddegc):
+def set_temperature(world: WithBatteries, slot: int, temperature_ddegc: float) -> None:
     """The pack and its surroundings at this temperature: it stays there (apart from the pack's own
     I2R heating) instead of drifting back to the bench's ambient; its BMS's protections follow."""
     battery = world.batteries[slot]
@@ -106,12 +148,12 @@ def set_temperature(world, slot, temperature_ddegc):
     _settle(battery)
 
 
-def cell_spread_mv(battery):
+def cell_spread_mv(battery: BatteryModel) -> int:
     """The spread of the cells' voltage offsets: highest minus lowest cell at equal SOC, mV."""
     return round(max(battery.cell_offset_mv) - min(battery.cell_offset_mv))
 
 
-def set_cell_spread(world, slot, spread_mv):
+def set_cell_spread(world: WithBatteries, slot: int, spread_mv: float) -> None:
     """The cells' voltage offsets scaled to span spread_mv (the same cells stay highest and lowest); from
     no spread at all, cell 1 lowest to the last cell highest, evenly."""
     battery = world.batteries[slot]
@@ -126,7 +168,7 @@ def set_cell_spread(world, slot, spread_mv):
     _settle(battery)
 
 
-def force_condition(world, slot, condition, on=True):
+def force_condition(world: WithBatteries, slot: int, condition: str, on: bool = True) -> None:
     """A generic battery condition (cell_overvoltage, soc_low, ...) held on or released: the device
     reports it as its warning and protection, and the BMS opens the path it blocks."""
     battery = world.batteries[slot]
@@ -140,17 +182,18 @@ def force_condition(world, slot, condition, on=True):
 # --- the wires ------------------------------------------------------------------------------------------
 
 
-def bus_fault(world, bus, kind, source=None, target=None, count=None, probability=1.0, delay_s=0.05,
-              noise_bytes=8, bit=None):  # fmt: skip
+def bus_fault(world: WithBuses, bus: str, kind: str, source: str | None = None, target: str | None = None,
+              count: int | None = None, probability: float = 1.0, delay_s: float = 0.05, noise_bytes: int = 8,
+              bit: int | None = None) -> Fault:  # fmt: skip
     """A fault rule on a bus (hil/wires/faults.py says what each kind does); returns the rule."""
     fault = Fault(kind, source=source, target=target, count=count, probability=probability, delay_s=delay_s,
                   noise_bytes=noise_bytes, bit=bit)  # fmt: skip
     return world.buses[bus].add_fault(fault)
 
 
-def remove_bus_fault(world, bus, fault):
+def remove_bus_fault(world: WithBuses, bus: str, fault: Fault) -> None:
     world.buses[bus].remove_fault(fault)
 
 
-def clear_bus_faults(world, bus):
+def clear_bus_faults(world: WithBuses, bus: str) -> None:
     world.buses[bus].clear_faults()

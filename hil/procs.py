@@ -15,12 +15,14 @@ import ctypes
 import os
 import signal
 import subprocess
+from collections.abc import Sequence
+from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent():
+def _die_with_parent() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
@@ -28,12 +30,12 @@ def _die_with_parent():
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def start_tied(command, **popen_arguments):
+def start_tied(command: Sequence[str], **popen_arguments: Any) -> subprocess.Popen[Any]:
     """subprocess.Popen(command, ...) in a new session, SIGTERMed if this process dies."""
     return subprocess.Popen(command, start_new_session=True, preexec_fn=_die_with_parent, **popen_arguments)
 
 
-def stop_group(process, timeout_s=10):
+def stop_group(process: subprocess.Popen[Any], timeout_s: float = 10) -> None:
     """SIGTERM to the child's process group, SIGKILL if it has not ended after timeout_s."""
     if process.poll() is not None:
         return

@@ -30,17 +30,30 @@ Fixtures:
   mqtt_broker      a real mosquitto on a free localhost port; "host:port".
 """
 
+from __future__ import annotations
+
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Generator, Iterator
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 
 from hil.farm import plugin as farm_plugin
 from hil.wires.ble import BleEnvironment, BleEnvironmentError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import pluggy
+
+    from hil.benchfile import Bench
+    from hil.board import VirtualBoard
+    from hil.targets import Target
 
 TAGS = {
     "des_only": "needs simulated time",
@@ -59,7 +72,7 @@ UNSUPPORTED = {
 }
 
 
-def pytest_addoption(parser):
+def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("vbms")
     group.addoption(
         "--target",
@@ -76,7 +89,7 @@ def pytest_addoption(parser):
     farm_plugin.add_options(group)
 
 
-def pytest_configure(config):
+def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "ble: needs the BLE environment (dbus-daemon + BlueZoo)")
     for tag, meaning in TAGS.items():
         config.addinivalue_line("markers", "%s: %s" % (tag, meaning))
@@ -88,7 +101,7 @@ def pytest_configure(config):
         check_esp32_bench(config.getoption("--bench"))
 
 
-def check_esp32_bench(path):
+def check_esp32_bench(path: str) -> None:
     """A bench file for a board, checked before any scenario runs: its [esp32] keys, its ports, its
     Bluetooth adapters.  A mistake is the user's: a usage error saying what to fix, never a skip."""
     from hil.benchfile import BenchError, load
@@ -100,7 +113,7 @@ def check_esp32_bench(path):
         raise pytest.UsageError("--bench %s: %s" % (path, error)) from None
 
 
-def pytest_collection_modifyitems(config, items):
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     target = config.getoption("--target")
     virtual_board = target == "esp32" and not config.getoption("--bench") and farm_plugin.FARM not in config.stash
     for item in items:
@@ -116,7 +129,7 @@ def pytest_collection_modifyitems(config, items):
             )  # fmt: skip
 
 
-def load_bench(config):
+def load_bench(config: pytest.Config) -> tuple[Bench, str | None]:
     from hil.benchfile import BenchError, load, load_default
 
     path = config.getoption("--bench")
@@ -126,8 +139,8 @@ def load_bench(config):
         raise pytest.UsageError("--bench: %s" % error) from None
 
 
-BENCHES = pytest.StashKey()  # config.stash: the session's BenchPool
-SCENARIO_TARGET = pytest.StashKey()  # item.stash: the target a test ran on, for its failure report
+BENCHES: pytest.StashKey[BenchPool] = pytest.StashKey()  # config.stash: the session's BenchPool
+SCENARIO_TARGET: pytest.StashKey[Target] = pytest.StashKey()  # item.stash: the target a test ran on, for its report
 
 
 class BenchPool:
@@ -139,18 +152,18 @@ class BenchPool:
     fresh bench: it costs nothing.
     """
 
-    def __init__(self, config):
+    def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.name = config.getoption("--target")
+        self.name: str = config.getoption("--target")
         self.default_bench, self.bench_path = load_bench(config)
-        self._shared = None
-        self.virtual_board = None  # esp32 without --bench: the board CI has, one per session
-        self.broken = None  # esp32: why the board could not be used; later scenarios fail with it at once
-        self._deploy = config.getoption("--deploy", False)
-        self._directory = None
+        self._shared: Target | None = None
+        self.virtual_board: VirtualBoard | None = None  # esp32 without --bench: the board CI has, one per session
+        self.broken: str | None = None  # esp32: why the board could not be used; later scenarios fail with it at once
+        self._deploy: bool = config.getoption("--deploy", False)
+        self._directory: str | None = None
         self.farm = config.stash.get(farm_plugin.FARM, None)  # --lg-place/--lg-tags: the board is a place's
 
-    def _make(self, bench):
+    def _make(self, bench: Bench) -> Target:
         from hil.targets import TargetUnavailable, make_target
 
         if self.name == "esp32":
@@ -161,11 +174,11 @@ class BenchPool:
             pytest.skip(str(reason))
 
     # --- esp32: a board the harness did not start ------------------------------------------------
-    def _esp32_failed(self, error):
+    def _esp32_failed(self, error: object) -> NoReturn:
         self.broken = str(error)
         pytest.fail(self.broken, pytrace=False)
 
-    def _start_virtual_board(self):
+    def _start_virtual_board(self) -> None:
         """esp32 without --bench: the virtual board, at the first scenario that needs a board; the
         default bench becomes the bench file it writes (the default bench with an [esp32] section)."""
         if self.farm is not None:
@@ -186,20 +199,21 @@ class BenchPool:
         self.bench_path = str(self.virtual_board.bench_path)
         self.default_bench = load(self.bench_path)
 
-    def _lease_place(self):
+    def _lease_place(self) -> None:
         """esp32 with a bench farm's place: the default bench (or --bench) gets the place's [esp32] (its ports
         bridged to local paths, its board, its Bluetooth adapters); held until close()."""
-        if self.broken is not None or self.farm.table is not None:
+        # self.farm: there (_start_virtual_board calls this only with a farm)
+        if self.broken is not None or self.farm.table is not None:  # type: ignore[union-attr]
             return
         from hil.benchfile import BenchError
         from hil.farm import FarmError
 
         try:
-            self.farm.bench(self.default_bench)
+            self.farm.bench(self.default_bench)  # type: ignore[union-attr]
         except (FarmError, BenchError) as error:
             self._esp32_failed(error)
 
-    def _deploy_tree(self):
+    def _deploy_tree(self) -> str | None:
         """--deploy: the build to copy onto the board, made once; None after the first board has it."""
         if not self._deploy:
             return None
@@ -215,7 +229,7 @@ class BenchPool:
             self._esp32_failed("--deploy: the firmware did not build: %s" % error)
         return os.path.join(out, "tree")
 
-    def _make_esp32(self, bench):
+    def _make_esp32(self, bench: Bench) -> Target:
         from hil.benchfile import BenchError
         from hil.board import BoardError
         from hil.targets import Esp32Target
@@ -229,7 +243,7 @@ class BenchPool:
         except (BoardError, BenchError) as error:
             self._esp32_failed(error)
 
-    def shared(self):
+    def shared(self) -> tuple[Target, bool]:
         self._start_virtual_board()
         if self.name == "des":
             return self._make(self.default_bench), True
@@ -238,20 +252,20 @@ class BenchPool:
             self._shared.remember_config()
         return self._shared, False
 
-    def own(self, bench):
+    def own(self, bench: Bench) -> tuple[Target, bool]:
         self._start_virtual_board()
         if self._shared is not None:
             self._shared.stop()
             self._shared = None
         return self._make(bench), True
 
-    def release(self, target, owned):
+    def release(self, target: Target, owned: bool) -> None:
         if owned:
             target.stop()
         else:
             target.reset()
 
-    def close(self):
+    def close(self) -> None:
         if self._shared is not None:
             self._shared.stop()
             self._shared = None
@@ -268,43 +282,43 @@ class BenchPool:
 class ScenarioBench:
     """A scenario's hold on a target: the default bench unless use(bench) asks for another."""
 
-    def __init__(self, pool, item):
+    def __init__(self, pool: BenchPool, item: pytest.Item) -> None:
         self.pool = pool
         self.item = item
-        self._target = None
+        self._target: Target | None = None
         self._owned = False
 
     @property
-    def target(self):
+    def target(self) -> Target:
         if self._target is None:
             self._hold(*self.pool.shared())
-        return self._target
+        return self._target  # type: ignore[return-value]  # _hold() has set it
 
-    def use(self, bench):
+    def use(self, bench: Bench) -> Target:
         """This scenario runs on a bench of its own (a Given step builds it)."""
         if self._target is not None:
             self.pool.release(self._target, self._owned)
         self._hold(*self.pool.own(bench))
-        return self._target
+        return self._target  # type: ignore[return-value]  # _hold() has set it
 
-    def _hold(self, target, owned):
+    def _hold(self, target: Target, owned: bool) -> None:
         self._target, self._owned = target, owned
         self.item.stash[SCENARIO_TARGET] = target
 
-    def release(self):
+    def release(self) -> None:
         if self._target is not None:
             self.pool.release(self._target, self._owned)
             self._target = None
 
 
-def pytest_sessionfinish(session):
+def pytest_sessionfinish(session: pytest.Session) -> None:
     pool = session.config.stash.get(BENCHES, None)
     if pool is not None:
         pool.close()
 
 
 @pytest.fixture
-def scenario_bench(request):
+def scenario_bench(request: pytest.FixtureRequest) -> Iterator[ScenarioBench]:
     """The target a scenario runs on (see ScenarioBench); released when the scenario ends."""
     config = request.config
     if BENCHES not in config.stash:
@@ -315,7 +329,9 @@ def scenario_bench(request):
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pluggy.Result[pytest.TestReport], None]:
     outcome = yield
     report = outcome.get_result()
     target = item.stash.get(SCENARIO_TARGET, None)
@@ -331,11 +347,11 @@ def pytest_runtest_makereport(item, call):
     for title, text in sections:
         report.sections.append((title, text))
         if hasattr(report.longrepr, "addsection"):  # so JUnit XML and Cucumber JSON carry them too
-            report.longrepr.addsection(title, text)
+            report.longrepr.addsection(title, text)  # type: ignore[union-attr]  # (hasattr)
 
 
 @pytest.fixture
-def ble_environment():
+def ble_environment() -> Iterator[BleEnvironment]:
     try:
         environment = BleEnvironment().start()
     except BleEnvironmentError as error:
@@ -347,7 +363,7 @@ def ble_environment():
 
 
 @pytest.fixture
-def mqtt_broker(tmp_path):
+def mqtt_broker(tmp_path: Path) -> Iterator[str]:
     if shutil.which("mosquitto") is None:
         pytest.fail("mosquitto is not installed (Debian package mosquitto; ./dev test installs it)")
     with socket.socket() as probe:
@@ -362,8 +378,8 @@ def mqtt_broker(tmp_path):
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             break
         except OSError:
-            if broker.poll() is not None:
-                pytest.fail("mosquitto exited: %s" % broker.stderr.read().decode(errors="replace"))
+            if broker.poll() is not None:  # (stderr: a pipe)
+                pytest.fail("mosquitto exited: %s" % broker.stderr.read().decode(errors="replace"))  # type: ignore[union-attr]
             time.sleep(0.05)
     try:
         yield "127.0.0.1:%d" % port

@@ -15,6 +15,7 @@ The failing scenarios come with the decoded bus trace the pytest plugin attaches
 The plots are SVG written by hil/svgplot.py rather than by matplotlib: docs/dashboard.md says why.
 """
 
+import argparse
 import html
 import json
 import os
@@ -22,6 +23,8 @@ import re
 import sys
 import tempfile
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from vbms_core import modbus
 from vbms_core.dissect import dissect
@@ -40,6 +43,10 @@ SERIES = (
 )
 _VALUE_KEYS = {"soc": "soc_permille", "current": "pack_current_ma", "voltage": "pack_voltage_mv"}
 
+Record = dict[str, Any]  # a trace record (hil/trace.py), with "frame" (bytes) added by read_trace
+ScenarioKey = tuple[str, str]  # (the report's file stem, the test or scenario)
+Counts = dict[str, int]  # tests, failures, errors, skipped of one report
+
 
 class ReportError(Exception):
     """Input the report cannot use; the message says what and where."""
@@ -48,13 +55,15 @@ class ReportError(Exception):
 # --- reading the inputs ------------------------------------------------------------------------
 
 
-def read_trace(path):
+def read_trace(path: str) -> tuple[list[Record], int]:
     """The records of a trace file, in time order, and the number of lines that are not records."""
     try:
         with open(path, encoding="utf-8") as handle:
             lines = handle.read().splitlines()
     except (OSError, UnicodeDecodeError) as error:
         raise ReportError("cannot read %s: %s" % (path, getattr(error, "strerror", None) or error)) from None
+    records: list[Record]
+    first_problem: str | None
     records, bad, first_problem = [], 0, None
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -81,7 +90,7 @@ def read_trace(path):
     return records, bad
 
 
-def _stem(path):
+def _stem(path: str) -> str:
     """features-des.xml and features-des.json describe the same run: one key for both."""
     return os.path.splitext(os.path.basename(path))[0]
 
@@ -91,22 +100,22 @@ class Scenario:
 
     __slots__ = ("key", "name", "where", "status", "steps", "message", "traceback", "trace", "log")
 
-    def __init__(self, key, name, where):
+    def __init__(self, key: ScenarioKey, name: str, where: str) -> None:
         self.key = key
         self.name = name
         self.where = where
         self.status = "passed"
-        self.steps = []  # (keyword, text, status)
+        self.steps: list[tuple[str, str, str]] = []  # (keyword, text, status)
         self.message = ""  # pytest's "E" lines: what went wrong
         self.traceback = ""
-        self.trace = []  # decoded trace lines, as hil.trace.format_record wrote them
+        self.trace: list[str] = []  # decoded trace lines, as hil.trace.format_record wrote them
         self.log = ""
 
 
 _SECTION = re.compile(r"^-{3,} (.+?) -{3,}$", re.MULTILINE)
 
 
-def _split_failure(scenario, text):
+def _split_failure(scenario: Scenario, text: str | None) -> None:
     """pytest's failure text; the sections the plugin adds ('bus trace ...', '... log ...') taken apart."""
     parts = _SECTION.split(text or "")
     scenario.traceback = parts[0].strip("\n")
@@ -119,7 +128,7 @@ def _split_failure(scenario, text):
             scenario.log = body.strip("\n")
 
 
-def read_junit(path, scenarios):
+def read_junit(path: str, scenarios: dict[ScenarioKey, Scenario]) -> Counts:
     try:
         root = ElementTree.parse(path).getroot()
     except (OSError, ElementTree.ParseError) as error:
@@ -144,7 +153,7 @@ def read_junit(path, scenarios):
     return counts
 
 
-def read_cucumber(path, scenarios):
+def read_cucumber(path: str, scenarios: dict[ScenarioKey, Scenario]) -> Counts:
     try:
         with open(path, encoding="utf-8") as handle:
             features = json.load(handle)
@@ -170,8 +179,14 @@ def read_cucumber(path, scenarios):
     return counts
 
 
-def read_inputs(paths):
+def read_inputs(
+    paths: Sequence[str],
+) -> tuple[list[Record], int, dict[ScenarioKey, Scenario], list[tuple[str, Counts]], list[str]]:
     """(trace records, unreadable lines, scenarios by key, report summaries, notes) from RUN paths."""
+    records: list[Record]
+    scenarios: dict[ScenarioKey, Scenario]
+    reports: list[tuple[str, Counts]]
+    notes: list[str]
     records, bad, scenarios, reports, notes = [], 0, {}, [], []
     for path in paths:
         if not os.path.exists(path):
@@ -200,7 +215,7 @@ def read_inputs(paths):
     return records, bad, scenarios, reports, notes
 
 
-def _is_cucumber(path):
+def _is_cucumber(path: str) -> bool:
     try:
         with open(path, encoding="utf-8") as handle:
             return handle.read(1) == "["
@@ -228,20 +243,22 @@ class UnitHistory:
         "_misses_in_row",
     )
 
-    def __init__(self, unit):
+    def __init__(self, unit: int) -> None:
         self.unit = unit
         self.polls = 0
         self.answers = 0
         self.misses = 0
-        self.exceptions = []  # (t, code)
-        self.identity = None
-        self.samples = []  # (t, {"soc": permille, "current": mA, "voltage": mV})
-        self.ages = []  # (t, seconds since the last reply)
-        self.warnings = []  # [start, end or None]
-        self._last_ok_s = None
+        self.exceptions: list[tuple[float, int | None]] = []  # (t, code)
+        self.identity: dict[str, Any] | None = None
+        # (t, {"soc": permille, "current": mA, "voltage": mV}), each value as decoded (None: absent)
+        self.samples: list[tuple[float, dict[str, Any]]] = []
+        self.ages: list[tuple[float, float]] = []  # (t, seconds since the last reply)
+        # [start, end or None]: a pair changed in place, its start a float (a list type cannot say which item)
+        self.warnings: list[list[Any]] = []
+        self._last_ok_s: float | None = None
         self._misses_in_row = 0
 
-    def poll(self, t_s, reply):
+    def poll(self, t_s: float, reply: Record | None) -> None:
         """A 0x04 poll at t_s and its reply (a dissected response, an exception, or None for silence)."""
         self.polls += 1
         if self._last_ok_s is not None:
@@ -263,7 +280,7 @@ class UnitHistory:
         if self.answers and self._misses_in_row >= WARN_AFTER and not warned:
             self.warnings.append([t_s, None])
 
-    def series(self, key):
+    def series(self, key: str) -> list[tuple[float, float]]:
         if key == "age":
             return list(self.ages)
         return [(t, values[key]) for t, values in self.samples if values[key] is not None]
@@ -272,23 +289,24 @@ class UnitHistory:
 class Analysis:
     __slots__ = ("t0", "t1", "units", "inverter_bus", "buses", "events", "operator", "unmatched")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.t0 = 0.0
         self.t1 = 0.0
-        self.units = {}
-        self.inverter_bus = None
-        self.buses = {}  # name -> {"frames", "faults", "collisions", "undecodable"}
-        self.events = []  # (t, bus, text): injected faults and collisions
-        self.operator = []  # (t, text): what a person did on the bench control (hil/bench_control.py)
+        self.units: dict[int, UnitHistory] = {}
+        self.inverter_bus: str | None = None
+        self.buses: dict[str, dict[str, int]] = {}  # name -> {"frames", "faults", "collisions", "undecodable"}
+        self.events: list[tuple[float, str, str]] = []  # (t, bus, text): injected faults and collisions
+        # (t, text): what a person did on the bench control (hil/bench_control.py)
+        self.operator: list[tuple[float, str]] = []
         self.unmatched = 0  # replies to no pending request
 
 
-def _is_inverter_record(record):
+def _is_inverter_record(record: Record) -> bool:
     decoded = record.get("decoded")
     return record.get("protocol") == "deye" or (isinstance(decoded, dict) and "battery" in decoded)
 
 
-def analyze(records):
+def analyze(records: Sequence[Record]) -> Analysis:
     analysis = Analysis()
     analysis.t0 = records[0]["t"]
     analysis.t1 = records[-1]["t"]
@@ -308,7 +326,7 @@ def analyze(records):
             analysis.inverter_bus = record["bus"]
     if analysis.inverter_bus is None:
         return analysis
-    pending = None  # (t, unit, function) of the request waiting for its reply
+    pending: tuple[float, int, int] | None = None  # (t, unit, function) of the request waiting for its reply
     for record in records:
         if record["bus"] != analysis.inverter_bus:
             continue
@@ -329,12 +347,12 @@ def analyze(records):
     return analysis  # a request still pending when the trace ends is left out: its answer is unknown
 
 
-def _operator_text(action):
+def _operator_text(action: dict[str, Any]) -> str:
     params = " ".join("%s=%s" % (key, value) for key, value in action["params"].items() if value is not None)
     return "%s %s%s" % (action["op"], params, " (replayed)" if action.get("replayed") else "")
 
 
-def _close(analysis, pending, reply):
+def _close(analysis: Analysis, pending: tuple[float, int, int] | None, reply: Record | None) -> None:
     if pending is None:
         return
     t_s, unit, function = pending
@@ -356,10 +374,10 @@ LEGEND = (
 )
 
 
-def warning_lanes(analysis):
+def warning_lanes(analysis: Analysis) -> str:
     """The timeline: one lane per unit (answering, W31, exceptions) and one for the bus events."""
     t0, t1 = analysis.t0, analysis.t1
-    lanes = []
+    lanes: list[tuple[str, list[tuple[str, float, float, str]]]] = []
     for history in sorted(analysis.units.values(), key=lambda h: h.unit):
         if history.samples:
             spans = [("ok", history.samples[0][0], t1, "answering")]
@@ -399,7 +417,7 @@ ol.steps li.failed{font-weight:600}
 """
 
 
-def _battery_title(history):
+def _battery_title(history: UnitHistory) -> str:
     title = "Battery %d (DEYE unit 0x%02X)" % (history.unit + 1, history.unit)
     identity = history.identity
     if identity:
@@ -407,7 +425,7 @@ def _battery_title(history):
     return title
 
 
-def _battery_section(history, analysis):
+def _battery_section(history: UnitHistory, analysis: Analysis) -> str:
     stats = "%d polls, %d answered, %d missed, %d exceptions, %d W31 warnings" % (
         history.polls,
         history.answers,
@@ -435,7 +453,7 @@ def _battery_section(history, analysis):
     )
 
 
-def _trace_block(lines):
+def _trace_block(lines: Iterable[str]) -> str:
     marked = []
     for line in lines:
         bad = "!!" in line or "FAULT" in line or "COLLISION" in line
@@ -443,7 +461,7 @@ def _trace_block(lines):
     return "<pre>%s</pre>" % "\n".join(marked)
 
 
-def _scenario_block(scenario):
+def _scenario_block(scenario: Scenario) -> str:
     where = "%s \u00b7 %s" % (scenario.key[0], scenario.where) if scenario.where else scenario.key[0]
     parts = [
         '<details class="scenario" open><summary><span class="%s">%s</span> %s <span class="muted">%s</span>'
@@ -472,7 +490,14 @@ def _scenario_block(scenario):
     return "".join(parts)
 
 
-def render(sources, records, bad_lines, scenarios, reports, notes):
+def render(
+    sources: Sequence[str],
+    records: Sequence[Record],
+    bad_lines: int,
+    scenarios: dict[ScenarioKey, Scenario],
+    reports: Iterable[tuple[str, Counts]],
+    notes: Iterable[str],
+) -> str:
     out = [
         '<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
         'content="width=device-width, initial-scale=1"><title>vbms report</title><style>%s</style></head><body>'
@@ -524,7 +549,7 @@ def render(sources, records, bad_lines, scenarios, reports, notes):
     return "\n".join(out)
 
 
-def _trace_summary(analysis, records, bad_lines):
+def _trace_summary(analysis: Analysis, records: Sequence[Record], bad_lines: int) -> str:
     rows = "".join(
         "<tr><td>%s</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td></tr>"
         % (html.escape(name), s["frames"], s["faults"], s["collisions"], s["undecodable"])
@@ -537,7 +562,7 @@ def _trace_summary(analysis, records, bad_lines):
     )
 
 
-def write_atomically(path, text):
+def write_atomically(path: str, text: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(prefix=".vbms-report-", suffix=".html", dir=directory)
     try:
@@ -553,13 +578,13 @@ def write_atomically(path, text):
         raise
 
 
-def default_out(path):
+def default_out(path: str) -> str:
     if os.path.isdir(path):
         return os.path.join(path, "report.html")
     return os.path.splitext(path)[0] + ".html"
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
     try:
         records, bad, scenarios, reports, notes = read_inputs(args.run)
         page = render(args.run, records, bad, scenarios, reports, notes)

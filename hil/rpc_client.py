@@ -4,9 +4,12 @@ and its benches use to reach `POST /rpc/<Method>` (GET without parameters)."""
 import json
 import urllib.error
 import urllib.request
+from typing import Any
 
 
-def call(base_url, method, params=None, token=None, timeout_s=10):
+def call(
+    base_url: str, method: str, params: dict[str, Any] | None = None, token: str | None = None, timeout_s: float = 10
+) -> tuple[int, Any]:
     """(HTTP status, decoded JSON body) of one call; an HTTP error status is a result, not an exception.
     A device that cannot be reached raises urllib.error.URLError or ConnectionError."""
     data = None if params is None else json.dumps(params).encode()

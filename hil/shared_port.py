@@ -19,23 +19,42 @@ board's battery port, each at its own address, as modules on one RS485 line do.
                 (simulators/deye) and the clock that moves current through the battery models.
 """
 
+from __future__ import annotations
+
 import asyncio
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, Self, cast
 
 import serial
 
 from simulators.serial_device import serve_line
-from vbms_core.modbus import char_time_us, silence_us
+from vbms_core.modbus import RtuFrame, char_time_us, silence_us
 
 from .builder import battery_clock, build_devices, serial_model
 from .trace import Trace
-from .wires.faults import NOISE_SILENCE_T35, BusError, Fault, FaultModel
+from .wires.faults import NOISE_SILENCE_T35, BusError, Decision, Fault, FaultModel
+
+if TYPE_CHECKING:
+    from simulators.deye.inverter import DeyeInverter
+    from simulators.jk.ble import JkBlePeripheral
+    from simulators.jk.device import JkBms
+    from simulators.serial_device import DeviceModel
+
+    from .benchfile import Bench
+    from .board import BoardError
 
 DUT = "dut"  # the board, on every bus
 INVERTER = "deye"
 RS485_TYPES = ("byd_pro", "jk_rs485", "jk_4e57")
+
+
+class Line(Protocol):
+    """What AdapterEnd.send writes a frame to: a serial port (or a FaultyLine's)."""
+
+    def write(self, data: bytes, /) -> object: ...
 
 
 class AdapterEnd:
@@ -43,7 +62,17 @@ class AdapterEnd:
     (the inverter, the modules); the board is "dut".  Has what Target.bus_fault and reset use:
     add_fault, remove_fault, clear_faults, faults."""
 
-    def __init__(self, name, baud, protocol, names, trace=None, seed=0, t0=None, hears_board=True):
+    def __init__(
+        self,
+        name: str,
+        baud: int,
+        protocol: str | None,
+        names: Iterable[str],
+        trace: Trace | None = None,
+        seed: int = 0,
+        t0: float | None = None,
+        hears_board: bool = True,
+    ) -> None:
         self.name = name
         self.baud = baud
         self.protocol = protocol
@@ -58,10 +87,10 @@ class AdapterEnd:
 
     # --- faults -------------------------------------------------------------------------
     @property
-    def faults(self):
+    def faults(self) -> list[Fault]:
         return self.model.faults
 
-    def add_fault(self, fault):
+    def add_fault(self, fault: Fault) -> Fault:
         known = self.names + [DUT]
         for name in (fault.source, fault.target):
             if name is not None and name not in known:
@@ -75,26 +104,26 @@ class AdapterEnd:
             self.model.add(fault)
         return fault
 
-    def remove_fault(self, fault):
+    def remove_fault(self, fault: Fault) -> None:
         with self._lock:
             self.model.remove(fault)
 
-    def clear_faults(self):
+    def clear_faults(self) -> None:
         with self._lock:
             self.model.clear()
 
     # --- frames ---------------------------------------------------------------------------
-    def now(self):
+    def now(self) -> float:
         return time.monotonic() - self.t0
 
-    def heard(self, frame, receivers):
+    def heard(self, frame: bytes, receivers: list[str]) -> Decision:
         """The Decision for a frame the board sent, heard by receivers (model names); traced."""
         with self._lock:
             decision = self.model.decide(DUT, frame, self.now(), receivers)
         self.record(DUT, frame, decision.faults)
         return decision
 
-    def send(self, line, source, frame, stop=None):
+    def send(self, line: Line, source: str, frame: bytes, stop: threading.Event | None = None) -> None:
         """Write frame from source (a harness device) on line, through the fault rules: a delay, a burst of
         noise and twice t3.5 of silence before it, a flipped bit, or nothing at all.  stop: an Event that
         cuts the waits short."""
@@ -102,7 +131,8 @@ class AdapterEnd:
             decision = self.model.decide(source, frame, self.now(), [DUT])
         if not decision.sent:
             return
-        wait = (lambda s: stop.wait(s)) if stop is not None else (lambda s: time.sleep(s) or False)
+        # without stop: sleep, then False (not stopped)
+        wait = (lambda s: stop.wait(s)) if stop is not None else (lambda s: time.sleep(s) or False)  # type: ignore[func-returns-value]
         delay_s = decision.noise_start_s - self.now()
         if delay_s > 0 and wait(delay_s):
             return
@@ -116,7 +146,7 @@ class AdapterEnd:
         if data is not None:
             line.write(data)
 
-    def record(self, source, raw, faults=()):
+    def record(self, source: str, raw: bytes, faults: Iterable[str] = ()) -> None:
         if self.trace is not None and raw:
             self.trace.record(self, self.now(), source, raw, faults)
 
@@ -132,43 +162,43 @@ class SharedPort:
     kept in `clashes`.
     """
 
-    def __init__(self, port, baud, models, end):
+    def __init__(self, port: str, baud: int, models: Mapping[str, DeviceModel], end: AdapterEnd) -> None:
         self.port = port
         self.baud = baud
         self.models = dict(models)
         self.end = end
-        self.errors = []
-        self.clashes = []
+        self.errors: list[str] = []
+        self.clashes: list[tuple[bytes, list[str]]] = []
         self.answered = {name: 0 for name in self.models}
         self._stop = threading.Event()
-        self._thread = None
-        self._line = None
+        self._thread: threading.Thread | None = None
+        self._line: serial.Serial | None = None
 
-    def start(self):
+    def start(self) -> Self:
         """Opens the port (for itself: exclusive); OSError or serial.SerialException when it cannot."""
         self._line = serial.Serial(self.port, self.baud, timeout=0, exclusive=True)
         self._thread = threading.Thread(target=self._run, name="shared-port", daemon=True)
         self._thread.start()
         return self
 
-    def stop(self):
+    def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         if self._line is not None:
             self._line.close()
 
-    def answer(self, frame):
+    def answer(self, frame: bytes) -> tuple[str, bytes, float] | None:
         """(name, reply, delay_s) of the model a frame is for, after the faults on what the board sent; or None."""
         decision = self.end.heard(frame, list(self.models))
-        answers = []
+        answers: list[tuple[str, bytes, float]] = []
         for name, model in self.models.items():
             heard = decision.received(name, frame)
             if heard is None:
                 continue
             answer = _ask(model, heard)
             if answer is not None:
-                answers.append((name,) + tuple(answer))
+                answers.append((name,) + tuple(answer))  # type: ignore[arg-type]  # (name, reply, delay_s)
         if not answers:
             return None
         if len(answers) > 1:
@@ -176,10 +206,10 @@ class SharedPort:
         self.answered[answers[0][0]] += 1
         return answers[0]
 
-    def _run(self):
-        line = self._line
+    def _run(self) -> None:
+        line = cast(serial.Serial, self._line)  # start() opened it before the thread runs
 
-        def answer(frame):
+        def answer(frame: RtuFrame) -> tuple[float, Callable[[], object]] | None:
             answered = self.answer(frame.raw)
             if answered is None:
                 return None
@@ -189,13 +219,13 @@ class SharedPort:
         serve_line(line, self.baud, self._stop, self.errors, answer)
 
 
-def _cannot_open(key, path, error):
+def _cannot_open(key: str, path: str, error: Exception) -> BoardError:
     from .board import BoardError
 
     return BoardError("cannot open %s %s: %s (is another program using the port?)" % (key, path, error))
 
 
-def _ask(model, frame):
+def _ask(model: DeviceModel, frame: bytes) -> tuple[bytes, float] | None:
     answer = model.handle(frame)
     for length in getattr(model, "request_lengths", ()):
         if answer is not None:
@@ -209,28 +239,34 @@ class FaultyLine:
     """A pyserial port whose writes go through an AdapterEnd as frames from `source`; what is read is
     traced as the board's frame (the bytes read between two writes: its answer to the first)."""
 
-    def __init__(self, line, end, source):
+    # kept in __dict__ (__setattr__ passes every other attribute to the port)
+    line: serial.Serial
+    end: AdapterEnd
+    source: str
+    heard: bytearray
+
+    def __init__(self, line: serial.Serial, end: AdapterEnd, source: str) -> None:
         self.__dict__.update(line=line, end=end, source=source, heard=bytearray())
 
-    def write(self, data):
+    def write(self, data: bytes) -> int:
         self._trace_heard()
         self.end.send(self.line, self.source, bytes(data))
         return len(data)
 
-    def read(self, size=1):
+    def read(self, size: int = 1) -> bytes:
         data = self.line.read(size)
         self.heard.extend(data)
         return data
 
-    def _trace_heard(self):
+    def _trace_heard(self) -> None:
         if self.heard:
             self.end.record(DUT, bytes(self.heard))
             self.heard.clear()
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:  # whatever the port has
         return getattr(self.line, name)
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: object) -> None:
         setattr(self.line, name, value)
 
 
@@ -244,14 +280,15 @@ class AdapterBench:
     Has what the Target vocabulary uses: bench, batteries, devices, inverter, buses, trace.
     """
 
-    def __init__(self, bench, trace_path=None):
+    def __init__(self, bench: Bench, trace_path: str | None = None) -> None:
         from .benchfile import BenchError
 
         self.bench = bench
         self.esp32 = bench.esp32
         self.trace = Trace(trace_path, {name: bus.protocol for name, bus in bench.buses.items()})
         self.batteries, self.devices = build_devices(bench)
-        bms_buses = sorted({spec.bus for spec in bench.batteries if spec.type in RS485_TYPES})
+        # an RS485 battery is on a bus (hil/benchfile.py parse)
+        bms_buses = sorted({cast(str, spec.bus) for spec in bench.batteries if spec.type in RS485_TYPES})
         if len(bms_buses) > 1:
             raise BenchError(
                 "a board has one battery port; this bench puts batteries on buses %s" % ", ".join(bms_buses)
@@ -264,7 +301,7 @@ class AdapterBench:
                 "so the bench needs a bus for each" % self.bms_bus
             )
         t0 = time.monotonic()
-        self.buses = {}
+        self.buses: dict[str, AdapterEnd] = {}
         for name, spec in bench.buses.items():
             if name == self.inverter_bus:
                 names, hears_board = [INVERTER, "inverter"], False
@@ -275,21 +312,21 @@ class AdapterBench:
             )
         for fault in bench.faults:
             self.buses[fault.bus].add_fault(Fault.from_spec(fault))
-        self.inverter = None
-        self.shared_port = None
-        self.peripherals = {}
-        self.started_s = None
-        self._loop = None
-        self._loop_thread = None
-        self._clock_thread = None
+        self.inverter: DeyeInverter | None = None
+        self.shared_port: SharedPort | None = None
+        self.peripherals: dict[int, JkBlePeripheral] = {}
+        self.started_s: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._clock_thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._dbus_before = None
+        self._dbus_before: str | None = None
 
     # --- start ---------------------------------------------------------------------------
-    def start(self):
+    def start(self) -> Self:
         self.started_s = time.monotonic()
         if self.bms_bus is not None:
-            models = {}
+            models: dict[str, DeviceModel] = {}
             for spec in self.bench.batteries:
                 if spec.bus == self.bms_bus:
                     models[spec.name] = serial_model(spec, self.devices[spec.slot])
@@ -306,7 +343,7 @@ class AdapterBench:
         self._clock_thread.start()
         return self
 
-    def start_ble(self):
+    def start_ble(self) -> None:
         jk_ble = [spec for spec in self.bench.batteries if spec.type == "jk_ble"]
         if not jk_ble:
             return
@@ -320,12 +357,16 @@ class AdapterBench:
         self._loop_thread.start()
         for spec, adapter in zip(jk_ble, self.esp32["ble_adapters"], strict=False):
             peripheral = JkBlePeripheral(
-                self.devices[spec.slot], adapter=adapter, name=spec.name, gatt_layout=spec.gatt, chunking=spec.chunking
+                cast("JkBms", self.devices[spec.slot]),
+                adapter=adapter,
+                name=spec.name,
+                gatt_layout=spec.gatt,
+                chunking=spec.chunking,
             )
             asyncio.run_coroutine_threadsafe(peripheral.start(), self._loop).result(timeout=30)
             self.peripherals[spec.slot] = peripheral
 
-    def start_inverter(self):
+    def start_inverter(self) -> None:
         import logging
 
         from simulators.deye.inverter import DeyeInverter
@@ -336,7 +377,7 @@ class AdapterBench:
         inverter = self.bench.inverter
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # a silent unit is news here, not an error
         self.inverter = DeyeInverter(
-            self.esp32["inverter_port"], units=inverter["units"], baud=self.bench.buses[self.inverter_bus].baud,
+            self.esp32["inverter_port"], units=inverter["units"], baud=self.bench.buses[self.inverter_bus].baud,  # type: ignore[index]
             timeout_s=inverter["timeout_s"], poll_period_s=inverter["poll_period_s"],
             identity_interval_s=inverter["identity_interval_s"], warn_after=inverter["warn_after"],
             profile=PowerProfile(**self.bench.profile),
@@ -346,11 +387,12 @@ class AdapterBench:
         except ConnectionError as error:
             raise _cannot_open("inverter_port", self.esp32["inverter_port"], error) from None
         client = self.inverter.client
-        client.socket = FaultyLine(client.socket, self.buses[self.inverter_bus], INVERTER)
+        # the port connect() opened, faulted; inverter_bus is set, as bench.inverter is (as for baud above)
+        client.socket = FaultyLine(client.socket, self.buses[self.inverter_bus], INVERTER)  # type: ignore[assignment, arg-type, index]
         self.inverter.start()
 
     # --- stop ----------------------------------------------------------------------------
-    def stop(self):
+    def stop(self) -> None:
         self._stop.set()
         if self.inverter is not None:
             self.inverter.stop()
@@ -363,7 +405,7 @@ class AdapterBench:
                 except Exception:  # noqa: BLE001 - shutting down anyway
                     pass
             self._loop.call_soon_threadsafe(self._loop.stop)
-            self._loop_thread.join(timeout=5)
+            self._loop_thread.join(timeout=5)  # type: ignore[union-attr]  # started with the loop
             self._loop = None
         if self._dbus_before is not None:
             if self._dbus_before:

@@ -10,6 +10,9 @@ BLE adapter endpoints()["ble"]["dut_adapter"]; with dut="open" those are left
 for another device (a real ESP32 behind USB-RS485 adapters, say).
 """
 
+from __future__ import annotations
+
+import argparse
 import asyncio
 import json
 import logging
@@ -22,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from typing import TYPE_CHECKING, Any, Self, cast
 
 from simulators.deye.inverter import DeyeInverter
 from simulators.deye.profile import PowerProfile
@@ -35,6 +39,19 @@ from .procs import STOP_SIGNALS, start_tied, stop_group
 from .trace import Trace
 from .wires.rs485 import Fault, Rs485Bus
 
+if TYPE_CHECKING:
+    from rich.console import Group
+    from rich.text import Text
+
+    from simulators.battery import BatteryModel
+    from simulators.byd.device import BydModule
+    from simulators.jk.ble import JkBlePeripheral
+    from simulators.jk.device import JkBms
+
+    from .bench_control import BenchControl
+    from .benchfile import BatterySpec, Bench, BusSpec
+    from .wires.ble import BleEnvironment
+
 DUT = "dut"
 DUT_KINDS = ("vbms", "micropython", "open")  # the device under test the bench starts, or none
 DUT_NAMES = {"vbms": "vbms run", "micropython": "firmware (MicroPython unix port)"}
@@ -44,47 +61,49 @@ INVERTER = "deye"
 class Simulation:
     def __init__(
         self,
-        bench,
-        trace_path=None,
-        external_deye=False,
-        ble=True,
-        dut="vbms",
-        http_port=None,
-        mqtt_server=None,
-        control_port=None,
-    ):
+        bench: Bench,
+        trace_path: str | None = None,
+        external_deye: bool = False,
+        ble: bool = True,
+        dut: str = "vbms",
+        http_port: int | None = None,
+        mqtt_server: str | None = None,
+        control_port: int | None = None,
+    ) -> None:
         if dut not in DUT_KINDS:
             raise BenchError("dut must be one of %s, not %r" % (", ".join(DUT_KINDS), dut))
         self.bench = bench
         self.dut_mode = dut
         self.http_port = http_port
         self.mqtt_server = mqtt_server
-        self.dut_process = None
-        self.dut_dir = None
-        self.dut_token = None
+        self.dut_process: subprocess.Popen[Any] | None = None
+        self.dut_dir: str | None = None
+        self.dut_token: str | None = None
         self.trace = Trace(trace_path, {name: bus.protocol for name, bus in bench.buses.items()})
         self.external_deye = external_deye
         self.use_ble = ble
-        self.buses = {}
-        self.batteries = {}  # slot -> BatteryModel
-        self.devices = {}  # slot -> BydModule / JkBms
-        self.serial_devices = []
-        self.peripherals = {}
-        self.inverter = None
-        self.ble = None
-        self._loop = None
-        self._loop_thread = None
-        self._clock_thread = None
+        self.buses: dict[str, Rs485Bus] = {}
+        self.batteries: dict[int, BatteryModel] = {}  # slot -> BatteryModel
+        self.devices: dict[int, BydModule | JkBms] = {}  # slot -> BydModule / JkBms
+        self.serial_devices: list[SerialDevice] = []
+        self.peripherals: dict[int, JkBlePeripheral] = {}
+        self.inverter: DeyeInverter | None = None
+        self.ble: BleEnvironment | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._clock_thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self.started_s = None
+        self.started_s: float | None = None
         self.control_port = control_port  # None: no bench control; 0: on a free port (hil/bench_control.py)
-        self.control = None
+        self.control: BenchControl | None = None
 
     # --- build ------------------------------------------------------------------
 
-    def start(self):
+    def start(self) -> Self:
         bench = self.bench
         t0 = time.monotonic()
+        spec: BusSpec | BatterySpec  # a bus's, then a battery's
+        device: BydModule | JkBms | SerialDevice  # a battery's, then what answers for it on its bus
         for name, spec in bench.buses.items():
             bus = Rs485Bus(name, spec.baud, trace=self.trace, protocol=spec.protocol, seed=bench.seed, t0=t0)
             bus.add_endpoint(DUT)
@@ -93,7 +112,7 @@ class Simulation:
         for spec in bench.batteries:
             device = self.devices[spec.slot]
             if spec.type in ("byd_pro", "jk_rs485", "jk_4e57"):
-                bus = self.buses[spec.bus]
+                bus = self.buses[cast(str, spec.bus)]  # an RS485 battery is on a bus (hil/benchfile.py parse)
                 endpoint = bus.add_endpoint(spec.name)
                 model = serial_model(spec, device)
                 self.serial_devices.append(SerialDevice(endpoint.path, bus.baud, model, spec.name))
@@ -132,7 +151,7 @@ class Simulation:
             self.control = BenchControl(self, self.control_port).start()
         return self
 
-    def _start_ble(self):
+    def _start_ble(self) -> None:
         jk_ble = [spec for spec in self.bench.batteries if spec.type == "jk_ble"]
         if not jk_ble or not self.use_ble:
             return
@@ -140,14 +159,14 @@ class Simulation:
 
         from .wires.ble import BleEnvironment
 
-        addresses = [spec.address for spec in jk_ble] + [self.bench.dut["ble_address"]]
+        addresses = [cast(str, spec.address) for spec in jk_ble] + [self.bench.dut["ble_address"]]  # their MACs
         self.ble = BleEnvironment(adapters=addresses).start()
         self._loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self._loop.run_forever, name="ble-loop", daemon=True)
         self._loop_thread.start()
         for index, spec in enumerate(jk_ble):
             peripheral = JkBlePeripheral(
-                self.devices[spec.slot],
+                cast("JkBms", self.devices[spec.slot]),
                 adapter="hci%d" % index,
                 name=spec.name,
                 gatt_layout=spec.gatt,
@@ -158,10 +177,10 @@ class Simulation:
 
     # --- the device under test: vbms run ----------------------------------------------
 
-    def vbms_config(self):
+    def vbms_config(self) -> dict[str, Any]:
         return vbms_config(self.bench, self.dut_token, self.mqtt_server)
 
-    def _start_vbms(self):
+    def _start_vbms(self) -> None:
         bms_buses = sorted({spec.bus for spec in self.bench.batteries if spec.bus})
         if len(bms_buses) > 1:
             raise BenchError("the VBMS has one BMS port; this bench puts batteries on buses %s" % ", ".join(bms_buses))
@@ -188,7 +207,7 @@ class Simulation:
         env = dict(os.environ)
         if self.ble is not None:
             command += ["--ble-adapter", self.ble.adapters[-1]]
-            env["DBUS_SYSTEM_BUS_ADDRESS"] = self.ble.address
+            env["DBUS_SYSTEM_BUS_ADDRESS"] = cast(str, self.ble.address)  # known once started
         with open(self.dut_log, "w") as log:
             self.dut_process = start_tied(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
@@ -202,7 +221,7 @@ class Simulation:
                 time.sleep(0.1)
         raise RuntimeError("vbms run did not answer RPC within 20 s:\n" + open(self.dut_log).read()[-2000:])
 
-    def _start_firmware(self, config_path, bms_port, inv_port):
+    def _start_firmware(self, config_path: str, bms_port: str | None, inv_port: str | None) -> None:
         """The firmware on the MicroPython unix port in place of vbms run (hil/firmware.py)."""
         from .firmware import FirmwareError, start_host
 
@@ -217,22 +236,25 @@ class Simulation:
         self.dut_process = handle.process
 
     @property
-    def http_url(self):
-        return None if self.dut_process is None else "http://127.0.0.1:%d" % self.http_port
+    def http_url(self) -> str | None:
+        return None if self.dut_process is None else "http://127.0.0.1:%d" % self.http_port  # type: ignore[str-format]
 
-    def rpc(self, method, params=None, token=None, timeout_s=10):
+    def rpc(
+        self, method: str, params: dict[str, Any] | None = None, token: str | None = None, timeout_s: float = 10
+    ) -> tuple[int, Any]:
         """Call the device under test over HTTP; returns (status, decoded JSON)."""
-        return rpc_client.call("http://127.0.0.1:%d" % self.http_port, method, params, token, timeout_s)
+        # http_port: set by now (given, or the free one _start_vbms found)
+        return rpc_client.call("http://127.0.0.1:%d" % self.http_port, method, params, token, timeout_s)  # type: ignore[str-format]
 
-    def _stop_vbms(self):
+    def _stop_vbms(self) -> None:
         if self.dut_process is not None:
             stop_group(self.dut_process)
 
-    def _trace_notification(self, name, payload):
+    def _trace_notification(self, name: str, payload: bytes) -> None:
         t0 = next(iter(self.buses.values())).t0 if self.buses else self.started_s or 0.0
         self.trace.ble(time.monotonic() - t0, name, payload)
 
-    def stop(self):
+    def stop(self) -> None:
         if self.control is not None:
             self.control.stop()
         self._stop.set()
@@ -248,23 +270,23 @@ class Simulation:
                 except Exception:  # noqa: BLE001 - shutting down anyway
                     pass
             self._loop.call_soon_threadsafe(self._loop.stop)
-            self._loop_thread.join(timeout=5)
+            self._loop_thread.join(timeout=5)  # type: ignore[union-attr]  # started with the loop
         if self.ble is not None:
             self.ble.stop()
         for bus in self.buses.values():
             bus.stop()
         self.trace.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # --- what a device under test, or a person, needs to know ---------------------
 
-    def endpoints(self):
-        result = {"event": "started", "bench": self.bench.name, "buses": {}}
+    def endpoints(self) -> dict[str, Any]:
+        result: dict[str, Any] = {"event": "started", "bench": self.bench.name, "buses": {}}
         if self.dut_process is not None:
             result["dut"] = {
                 "kind": DUT_NAMES[self.dut_mode],
@@ -299,10 +321,10 @@ class Simulation:
         ]
         return result
 
-    def status(self):
-        status = {
+    def status(self) -> dict[str, Any]:
+        status: dict[str, Any] = {
             "event": "status",
-            "t_s": round(time.monotonic() - self.started_s, 1),
+            "t_s": round(time.monotonic() - self.started_s, 1),  # type: ignore[operator]  # after start()
             "buses": {
                 name: {"frames": bus.frames, "collisions": len(bus.collisions)} for name, bus in self.buses.items()
             },
@@ -321,7 +343,7 @@ class Simulation:
         return status
 
 
-def say(line):
+def say(line: str) -> None:
     """A line on stdout; a terminal that was closed (or a pipe whose reader left) ends the
     output, not the bench: its stop must still run to the end."""
     try:
@@ -333,7 +355,7 @@ def say(line):
 # --- what a person sees on a terminal (the JSON line stays with --json, --headless or a pipe) -------
 
 
-def summary_lines(endpoints, description=""):
+def summary_lines(endpoints: dict[str, Any], description: str = "") -> list[str]:
     """The endpoints a person needs, a few short lines: the device under test's dashboard and token,
     the bench control, the ports a device under test attaches to, the BLE environment."""
     lines = ["vbms sim: bench %s%s" % (endpoints["bench"], ": " + description if description else "")]
@@ -362,12 +384,12 @@ def summary_lines(endpoints, description=""):
     return lines
 
 
-def status_text(simulation):
+def status_text(simulation: Simulation) -> Text:
     """The lines under the Li-BMS table: time and each bus's counters; the inverter's warnings."""
     from rich.text import Text
 
     text = Text()
-    text.append("%ds" % (time.monotonic() - simulation.started_s), style="bold")
+    text.append("%ds" % (time.monotonic() - simulation.started_s), style="bold")  # type: ignore[operator]  # started
     for name, bus in simulation.buses.items():
         faults = len(bus.faults)
         text.append("  %s: %d frames, %d collisions, " % (name, bus.frames, len(bus.collisions)))
@@ -379,14 +401,14 @@ def status_text(simulation):
     return text
 
 
-def live_view(simulation):
+def live_view(simulation: Simulation) -> Group:
     from rich.console import Group
 
     parts = [] if simulation.inverter is None else [render_table(simulation.inverter)]
     return Group(*parts, status_text(simulation))
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
     try:
         bench = load(args.bench) if args.bench else load_default()
     except BenchError as error:

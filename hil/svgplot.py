@@ -7,6 +7,7 @@ lane classes the caller names).  Times are seconds; labels are m:ss (h:mm:ss pas
 
 import html
 import math
+from collections.abc import Iterable, Sequence
 
 CHART_W, CHART_H, LEFT, RIGHT, TOP, BOTTOM = 320, 140, 46, 12, 24, 22
 LANES_W, LANE_H, LANE_LABEL_W = 1000, 18, 110
@@ -14,25 +15,25 @@ TICK_STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 1
 MAX_POINTS = 1000  # per line; longer ones keep each bucket's lowest and highest value
 
 
-def clock(seconds):
+def clock(seconds: float) -> str:
     seconds = int(round(seconds))
     if seconds >= 3600:
         return "%d:%02d:%02d" % (seconds // 3600, seconds // 60 % 60, seconds % 60)
     return "%d:%02d" % (seconds // 60, seconds % 60)
 
 
-def ticks(span_s):
+def ticks(span_s: float) -> list[int]:
     """Round tick positions within [0, span_s], at most about six."""
     step = next((s for s in TICK_STEPS_S if span_s / s <= 6), TICK_STEPS_S[-1])
     return [i * step for i in range(int(span_s / step) + 1)]
 
 
-def decimate(points, limit=MAX_POINTS):
+def decimate(points: Sequence[tuple[float, float]], limit: int = MAX_POINTS) -> Sequence[tuple[float, float]]:
     """At most about `limit` points: each bucket keeps its lowest and highest value, in time order."""
     if len(points) <= limit:
         return points
     size = math.ceil(len(points) / (limit // 2))
-    kept = []
+    kept: list[tuple[float, float]] = []
     for start in range(0, len(points), size):
         bucket = points[start : start + size]
         low = min(bucket, key=lambda point: point[1])
@@ -46,7 +47,9 @@ class Axis:
 
     __slots__ = ("t0", "t1", "low", "high", "left", "right")
 
-    def __init__(self, t0, t1, low, high, left=LEFT, right=CHART_W - RIGHT):
+    def __init__(
+        self, t0: float, t1: float, low: float, high: float, left: float = LEFT, right: float = CHART_W - RIGHT
+    ) -> None:
         self.t0 = t0
         self.t1 = t1 if t1 > t0 else t0 + 1.0
         if high == low:
@@ -56,14 +59,14 @@ class Axis:
         self.left = left
         self.right = right
 
-    def x(self, t_s):
+    def x(self, t_s: float) -> float:
         return self.left + (self.right - self.left) * (t_s - self.t0) / (self.t1 - self.t0)
 
-    def y(self, value):
+    def y(self, value: float) -> float:
         return TOP + (CHART_H - TOP - BOTTOM) * (self.high - value) / (self.high - self.low)
 
 
-def _time_grid(axis, top, bottom, label_y):
+def _time_grid(axis: Axis, top: int, bottom: int, label_y: int) -> str:
     parts = []
     for tick in ticks(axis.t1 - axis.t0):
         x = axis.x(axis.t0 + tick)
@@ -72,7 +75,16 @@ def _time_grid(axis, top, bottom, label_y):
     return "".join(parts)
 
 
-def line_chart(points, t0, t1, title, unit, digits, bands=(), series=""):
+def line_chart(
+    points: Sequence[tuple[float, float]],
+    t0: float,
+    t1: float,
+    title: str,
+    unit: str,
+    digits: int,
+    bands: Iterable[tuple[float, float | None, str]] = (),
+    series: str = "",
+) -> str:
     """(t, value) points over [t0, t1] as an SVG line; bands (start, end or None, tooltip) shaded behind it."""
     shown = decimate(points)
     values = [value for _, value in shown]
@@ -102,7 +114,7 @@ def line_chart(points, t0, t1, title, unit, digits, bands=(), series=""):
     return "".join(parts)
 
 
-def lane_chart(lanes, t0, t1):
+def lane_chart(lanes: Sequence[tuple[str, Iterable[tuple[str, float, float, str]]]], t0: float, t1: float) -> str:
     """Lanes [(label, [(css_class, start, end, tooltip)])] on one time axis; a span of no length is a tick."""
     axis = Axis(t0, t1, 0.0, 1.0, LANE_LABEL_W, LANES_W - RIGHT)
     height = TOP + LANE_H * len(lanes) + BOTTOM

@@ -8,7 +8,10 @@ A line: {"t": seconds since the trace started, "bus": name, "from": sender,
 
 import collections
 import json
+import os
 import threading
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol, TextIO
 
 from vbms_core.dissect import dissect, guess_protocol
 from vbms_core.errors import RemoteProtocolError
@@ -27,8 +30,20 @@ SUMMARY_KEYS = (
     "command_name",
 )
 
+# a frame as record() queues it: (t_s, bus, protocol, source, raw, faults, collision)
+_Queued = tuple[float, str, str | None, str, bytes, tuple[str, ...], bool]
 
-def ble_summary(raw):
+
+class TracedBus(Protocol):
+    """What record() reads of a bus: its name and the protocol it carries (None: not decoded)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def protocol(self) -> str | None: ...
+
+
+def ble_summary(raw: bytes | bytearray) -> dict[str, Any]:
     """What a notification chunk starts with: a frame header, a command echo, a keep-alive."""
     raw = bytes(raw)
     if raw.startswith(b"\x55\xaa\xeb\x90") and len(raw) > 4:
@@ -41,7 +56,7 @@ def ble_summary(raw):
     return {"chunk": "continuation"}
 
 
-def summarize(protocol, raw):
+def summarize(protocol: str | None, raw: bytes) -> dict[str, Any] | None:
     """A short dict describing a frame, for traces and failure reports.
 
     A frame is decoded with the bus's protocol.  A bus may carry several
@@ -93,33 +108,49 @@ class Trace:
 
     WRITE_EVERY_S = 0.1
 
-    def __init__(self, path=None, protocols=None, decode=True, keep=None):
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        protocols: Mapping[str, str | None] | None = None,
+        decode: bool = True,
+        keep: int | None = None,
+    ) -> None:
         self.decode = decode
         self.keep = keep
         self.protocols = dict(protocols or {})
-        self._records = [] if keep is None else collections.deque(maxlen=keep)
+        self._records: list[dict[str, Any]] | collections.deque[dict[str, Any]] = (
+            [] if keep is None else collections.deque(maxlen=keep)
+        )
         # appended by any thread, without a lock; bounded only when nothing must reach a file
-        self._queue = collections.deque(maxlen=keep if path is None else None)
+        self._queue: collections.deque[_Queued] = collections.deque(maxlen=keep if path is None else None)
         self._lock = threading.Lock()  # the records and the file
-        self._file = open(path, "w", encoding="utf-8") if path else None  # noqa: SIM115 (kept open for the run)
+        self._file: TextIO | None = open(path, "w", encoding="utf-8") if path else None  # noqa: SIM115 (kept open for the run)
         self._closed = threading.Event()
-        self._writer = None
+        self._writer: threading.Thread | None = None
         if self._file is not None:
             self._writer = threading.Thread(target=self._write_loop, name="trace-writer", daemon=True)
             self._writer.start()
 
-    def record(self, bus, t_s, source, raw, faults=(), collision=False):
+    def record(
+        self,
+        bus: TracedBus,
+        t_s: float,
+        source: str,
+        raw: bytes | bytearray,
+        faults: Iterable[str] = (),
+        collision: bool = False,
+    ) -> None:
         self._queue.append(
             (t_s, bus.name, self.protocols.get(bus.name, bus.protocol), source, bytes(raw), tuple(faults), collision)
         )
 
-    def ble(self, t_s, source, raw):
+    def ble(self, t_s: float, source: str, raw: bytes | bytearray) -> None:
         """A BLE notification (a chunk of a JK frame, or junk) as a trace record on bus "ble"."""
         self._queue.append((t_s, "ble", None, source, bytes(raw), (), False))
 
-    def _entry(self, item):
+    def _entry(self, item: _Queued) -> dict[str, Any]:
         t_s, bus, protocol, source, raw, faults, collision = item
-        entry = {"t": round(t_s, 6), "bus": bus, "from": source, "hex": raw.hex().upper()}
+        entry: dict[str, Any] = {"t": round(t_s, 6), "bus": bus, "from": source, "hex": raw.hex().upper()}
         if bus == "ble":
             entry["decoded"] = ble_summary(raw)
         elif self.decode:
@@ -132,7 +163,7 @@ class Trace:
             entry["collision"] = True
         return entry
 
-    def _drain(self):
+    def _drain(self) -> None:
         """Make records of everything queued (and write them); holds the lock."""
         entries = []
         while self._queue:
@@ -143,22 +174,23 @@ class Trace:
                 self._file.write("".join(json.dumps(entry) + "\n" for entry in entries))
                 self._file.flush()
 
-    def _write_loop(self):
+    def _write_loop(self) -> None:
         while not self._closed.wait(self.WRITE_EVERY_S):
             with self._lock:
                 self._drain()
 
     @property
-    def records(self):
+    def records(self) -> list[dict[str, Any]]:
         with self._lock:
             self._drain()
-            return self._records if self.keep is None else list(self._records)
+            # (the ignore: _records is a list when keep is None)
+            return self._records if self.keep is None else list(self._records)  # type: ignore[return-value]
 
-    def flush(self):
+    def flush(self) -> None:
         with self._lock:
             self._drain()
 
-    def close(self):
+    def close(self) -> None:
         self._closed.set()
         if self._writer is not None and self._writer is not threading.current_thread():
             self._writer.join(timeout=5)
@@ -168,7 +200,7 @@ class Trace:
                 self._file.close()
                 self._file = None
 
-    def tail(self, count=20, ble=None):
+    def tail(self, count: int = 20, ble: int | None = None) -> list[dict[str, Any]]:
         """The last count records, decoded.  ble: at most that many of them BLE notifications, so that
         the chunks of a few JK streams do not push the RS485 frames out of a failure report; the
         records are then the last count of the others and the last BLE ones among them, in time order."""
@@ -194,7 +226,7 @@ class Trace:
             return [with_summary(entry) for entry in chosen]
 
 
-def with_summary(entry):
+def with_summary(entry: dict[str, Any]) -> dict[str, Any]:
     """The entry with its summary, decoding it now if it was recorded raw."""
     if "decoded" in entry:
         return entry
@@ -204,7 +236,7 @@ def with_summary(entry):
     return entry
 
 
-def format_record(entry, width=48):
+def format_record(entry: dict[str, Any], width: int = 48) -> str:
     entry = with_summary(entry)
     hex_text = entry["hex"]
     if len(hex_text) > width:
@@ -231,7 +263,7 @@ def format_record(entry, width=48):
     )
 
 
-def show(path, out):
+def show(path: str | os.PathLike[str], out: TextIO) -> int:
     """Print a trace file readably; returns the number of unreadable lines."""
     bad = 0
     with open(path, encoding="utf-8") as handle:

@@ -16,6 +16,7 @@ Physics, kept simple but plausible:
 
 import bisect
 import random
+from typing import TypedDict, TypeVar
 
 # (SOC permille, cell mV) breakpoints; linear in between.  Past 1000 a cell
 # that is still pushed overshoots steeply (the BMS's over-voltage protection
@@ -28,9 +29,20 @@ OCV_TABLES = {
     "LTO": ((0, 1800), (100, 2150), (500, 2300), (900, 2450), (1000, 2700), (1010, 2820), (1020, 2950)),
 }  # fmt: skip
 OVERCHARGE_PERMILLE = 1020
+_Current = TypeVar("_Current", int, float)  # a current in mA: whole for the BMS's own, a mean may be fractional
+
+
+class CellLimits(TypedDict):
+    """One chemistry's cell limits, mV: protections as (trip, recover), warnings as a threshold."""
+
+    ovp: tuple[int, int]
+    uvp: tuple[int, int]
+    ov_warn: int
+    uv_warn: int
+
 
 # Protection thresholds per chemistry: (trip, recover) in mV.
-CELL_LIMITS = {
+CELL_LIMITS: dict[str, CellLimits] = {
     "LFP": {"ovp": (3650, 3450), "uvp": (2600, 2900), "ov_warn": 3550, "uv_warn": 2900},
     "NMC": {"ovp": (4250, 4100), "uvp": (2900, 3200), "ov_warn": 4180, "uv_warn": 3200},
     "LTO": {"ovp": (2800, 2650), "uvp": (1700, 1900), "ov_warn": 2750, "uv_warn": 1900},
@@ -70,7 +82,7 @@ DISCHARGE_BLOCKING = (
 _OCV_ENDS = {chemistry: [soc for soc, _ in table[1:]] for chemistry, table in OCV_TABLES.items()}
 
 
-def ocv_mv(chemistry, soc_permille):
+def ocv_mv(chemistry: str, soc_permille: float) -> float:
     table = OCV_TABLES[chemistry]
     soc = min(max(soc_permille, 0), OVERCHARGE_PERMILLE)
     index = bisect.bisect_left(_OCV_ENDS[chemistry], soc)  # the first segment that ends at or above soc
@@ -86,20 +98,20 @@ class BatteryModel:
 
     def __init__(
         self,
-        cells=16,
-        capacity_mah=50_000,
-        chemistry="LFP",
-        soc_permille=800,
-        soh_permille=1000,
-        cycles=0,
-        internal_resistance_mohm=2.0,
-        cell_spread_mv=8,
-        ambient_ddegc=250,
-        thermal_time_constant_s=1800.0,
-        max_charge_current_ma=50_000,
-        max_discharge_current_ma=100_000,
-        seed=0,
-    ):
+        cells: int = 16,
+        capacity_mah: int = 50_000,
+        chemistry: str = "LFP",
+        soc_permille: float = 800,
+        soh_permille: float = 1000,
+        cycles: int = 0,
+        internal_resistance_mohm: float = 2.0,
+        cell_spread_mv: float = 8,
+        ambient_ddegc: float = 250,
+        thermal_time_constant_s: float = 1800.0,
+        max_charge_current_ma: int = 50_000,
+        max_discharge_current_ma: int = 100_000,
+        seed: int = 0,
+    ) -> None:
         if chemistry not in OCV_TABLES:
             raise ValueError("unknown chemistry %r; choose one of %s" % (chemistry, ", ".join(OCV_TABLES)))
         if not 1 <= cells <= 32:
@@ -125,36 +137,36 @@ class BatteryModel:
         self.max_discharge_current_ma = max_discharge_current_ma
         self.current_ma = 0
         self.limits = CELL_LIMITS[chemistry]
-        self.protections = set()
-        self.forced = set()  # flags raised on request (failure injection)
+        self.protections: set[str] = set()
+        self.forced: set[str] = set()  # flags raised on request (failure injection)
         self.charge_enabled = True
         self.discharge_enabled = True
         self._step = 0  # advance() counts its steps: the derived values below belong to one
-        self._cells_step = None
-        self._cells = []
-        self._soc_step = None
+        self._cells_step: int | None = None
+        self._cells: list[int] = []
+        self._soc_step: int | None = None
         self._soc = 0
-        self._warnings_step = None
-        self._warnings = set()
-        self._limits_soh = None
-        self._limits_mah = []
+        self._warnings_step: int | None = None
+        self._warnings: set[str] = set()
+        self._limits_soh: float | None = None
+        self._limits_mah: list[float] = []
 
     # --- state ----------------------------------------------------------------
 
     @property
-    def steps(self):
+    def steps(self) -> int:
         """How many times advance() ran: the model's state changes there only."""
         return self._step
 
     @property
-    def full_mah(self):
+    def full_mah(self) -> float:
         return self.design_mah * self.soh
 
-    def cell_soc_permille(self, index):
+    def cell_soc_permille(self, index: int) -> float:
         return 1000 * self.charge_mah[index] / (self.full_mah * self.cell_capacity_factor[index])
 
     @property
-    def soc_permille(self):
+    def soc_permille(self) -> int:
         if self._soc_step != self._step:
             charge = 1000 * sum(self.charge_mah) / sum(self.full_mah * f for f in self.cell_capacity_factor)
             self._soc = min(round(charge), 1000)
@@ -162,17 +174,17 @@ class BatteryModel:
         return self._soc
 
     @property
-    def remaining_mah(self):
+    def remaining_mah(self) -> int:
         return round(self.full_mah * self.soc_permille / 1000)
 
-    def cell_voltages_mv(self):
+    def cell_voltages_mv(self) -> list[int]:
         # Computed once per step: frames ask for them many times between two advance() calls.
         if self._cells_step != self._step:
             self._cells = self._cell_voltages()
             self._cells_step = self._step
         return list(self._cells)
 
-    def _cell_voltages(self):
+    def _cell_voltages(self) -> list[int]:
         """ocv_mv(chemistry, cell_soc_permille(i)) + offset + I * R per cell, with the table look-up inlined."""
         drop = self.current_ma / 1000 * self.resistance_ohm * 1000
         table = OCV_TABLES[self.chemistry]
@@ -183,6 +195,7 @@ class BatteryModel:
         for charge, factor, offset in zip(self.charge_mah, self.cell_capacity_factor, self.cell_offset_mv, strict=True):
             soc = min(max(1000 * charge / (full_mah * factor), 0), OVERCHARGE_PERMILLE)
             index = bisect.bisect_left(ends, soc)
+            mv: float
             if index >= last:
                 mv = table[-1][1]
             else:
@@ -192,29 +205,29 @@ class BatteryModel:
         return cells
 
     @property
-    def pack_voltage_mv(self):
+    def pack_voltage_mv(self) -> int:
         self.cell_voltages_mv()
         return sum(self._cells)
 
-    def temperatures_ddegc(self, sensors=2):
+    def temperatures_ddegc(self, sensors: int = 2) -> list[int]:
         # sensors sit at slightly different spots of the pack
         return [round(10 * self.temperature_c) + 3 * index for index in range(sensors)]
 
     @property
-    def mosfet_temp_ddegc(self):
+    def mosfet_temp_ddegc(self) -> int:
         return round(10 * self.mosfet_c)
 
-    def flags(self):
+    def flags(self) -> tuple[set[str], set[str]]:
         """Warnings (soft thresholds) and protections (path opened), as sets of FLAGS names."""
         if self._warnings_step != self._step:
             self._warnings = self._soft_warnings()
             self._warnings_step = self._step
         return self._warnings | self.forced, set(self.protections) | self.forced
 
-    def _soft_warnings(self):
+    def _soft_warnings(self) -> set[str]:
         self.cell_voltages_mv()
         cells = self._cells
-        warnings = set()
+        warnings: set[str] = set()
         if max(cells) >= self.limits["ov_warn"]:
             warnings.add("cell_overvoltage")
         if min(cells) <= self.limits["uv_warn"]:
@@ -235,7 +248,7 @@ class BatteryModel:
 
     # --- time -----------------------------------------------------------------
 
-    def allowed_current_ma(self, requested_ma):
+    def allowed_current_ma(self, requested_ma: _Current) -> _Current:
         """What the BMS lets through of a requested current."""
         if requested_ma > 0:
             return 0 if not self.charge_enabled else min(requested_ma, self.max_charge_current_ma)
@@ -243,7 +256,7 @@ class BatteryModel:
             return 0 if not self.discharge_enabled else max(requested_ma, -self.max_discharge_current_ma)
         return 0
 
-    def advance(self, dt_s, current_ma, mean_current_ma=None):
+    def advance(self, dt_s: float, current_ma: int, mean_current_ma: float | None = None) -> int:
         """Move dt_s seconds forward with current_ma requested (positive charges);
         returns the current that actually flowed.
 
@@ -277,7 +290,7 @@ class BatteryModel:
         self._protect()
         return current
 
-    def _protect(self):
+    def _protect(self) -> None:
         self.cell_voltages_mv()
         cells = self._cells
         trip, recover = self.limits["ovp"]

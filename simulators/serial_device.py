@@ -14,40 +14,52 @@ model's request_lengths: a device resynchronising on the last request it heard.
 import select
 import threading
 import time
+from collections.abc import Callable
+from typing import Protocol, Self, cast
 
 import serial
 
-from vbms_core.modbus import NEED_DATA, RtuFramer
+from vbms_core.modbus import NEED_DATA, RtuFrame, RtuFramer
+
+
+class DeviceModel(Protocol):
+    """A sans-I/O device: (reply, delay_s) for a frame heard on the line, or None to stay silent."""
+
+    def handle(self, frame: bytes) -> tuple[bytes, float] | None: ...
+
+
+# answer(frame) -> None, or (delay_s, send): send() puts the reply on the line
+Answer = Callable[[RtuFrame], tuple[float, Callable[[], object]] | None]
 
 
 class SerialDevice:
-    def __init__(self, port, baud, model, name=None):
+    def __init__(self, port: str, baud: int, model: DeviceModel, name: str | None = None) -> None:
         self.port = port
         self.baud = baud
         self.model = model
         self.name = name or type(model).__name__
-        self.errors = []
+        self.errors: list[str] = []
         self._stop = threading.Event()
-        self._thread = None
-        self._serial = None
+        self._thread: threading.Thread | None = None
+        self._serial: serial.Serial | None = None
 
-    def start(self):
+    def start(self) -> Self:
         self._serial = serial.Serial(self.port, self.baud, timeout=0)
         self._thread = threading.Thread(target=self._run, name="device-" + self.name, daemon=True)
         self._thread.start()
         return self
 
-    def stop(self):
+    def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         if self._serial is not None:
             self._serial.close()
 
-    def _run(self):
-        line = self._serial
+    def _run(self) -> None:
+        line = cast(serial.Serial, self._serial)  # start() opened it before the thread runs
 
-        def answer(frame):
+        def answer(frame: RtuFrame) -> tuple[float, Callable[[], object]] | None:
             reply = self.model.handle(frame.raw) if frame.ok else None
             for length in getattr(self.model, "request_lengths", ()):
                 if reply is not None:
@@ -62,7 +74,7 @@ class SerialDevice:
         serve_line(line, self.baud, self._stop, self.errors, answer)
 
 
-def serve_line(line, baud, stop, errors, answer):
+def serve_line(line: serial.Serial, baud: int, stop: threading.Event, errors: list[str], answer: Answer) -> None:
     """A device's loop on an open serial line until stop (a threading.Event) is set or the line fails
     (its error appended to errors): frames split on t3.5 silence; answer(frame) gives None, or
     (delay_s, send) and send() is called after delay_s, as a device turns the line around."""

@@ -7,25 +7,35 @@ import json
 from vbms_core import byd, deye, jk_ble, jk_frames, modbus
 from vbms_core.dissect import dissect
 
+# MicroPython has no typing module: the hints are type comments, and mypy alone (which takes MYPY
+# for true) imports the names they use (ruff does not read type comments: the noqa).
+MYPY = False
+if MYPY:
+    from collections.abc import Callable  # noqa: F401
+    from typing import Any  # noqa: F401
+
 with open("/bench/inputs.json") as handle:
     INPUTS = json.load(handle)
 
 
 def unhex(text):
+    # type: (str) -> bytes
     return bytes(int(text[i : i + 2], 16) for i in range(0, len(text), 2))
 
 
 def allocated(function, *args):
+    # type: (Callable[..., object], *Any) -> int
     function(*args)  # warm up: first calls may intern strings or grow tables
     gc.collect()
-    before = gc.mem_alloc()
+    before = gc.mem_alloc()  # type: ignore[attr-defined]  # MicroPython's gc
     function(*args)
-    return gc.mem_alloc() - before
+    return gc.mem_alloc() - before  # type: ignore[attr-defined]
 
 
 def rate(function, *args):
+    # type: (Callable[..., object], *Any) -> int | None
     try:
-        from time import ticks_diff, ticks_us
+        from time import ticks_diff, ticks_us  # type: ignore[attr-defined]  # MicroPython's time
     except ImportError:
         return None
     count = 0
@@ -49,6 +59,7 @@ chunks = [cell_32s[0:128], cell_32s[128:150], cell_32s[150:278], cell_32s[278:30
 
 
 def reassemble():
+    # type: () -> object
     reassembler = jk_ble.JkReassembler()
     for chunk in chunks:
         reassembler.feed(chunk)

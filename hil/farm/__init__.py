@@ -43,7 +43,7 @@ class FarmError(Exception):
     """The farm cannot be used as asked: the message says what is wrong and how to fix it."""
 
 
-def require_labgrid():
+def require_labgrid() -> None:
     try:
         import labgrid  # noqa: F401
     except ImportError:
@@ -53,15 +53,15 @@ def require_labgrid():
         ) from None
 
 
-def coordinator_address(explicit=None):
+def coordinator_address(explicit: str | None = None) -> str:
     """--lg-coordinator, else LG_COORDINATOR, else labgrid's default (127.0.0.1:20408)."""
     return explicit or os.environ.get("LG_COORDINATOR") or DEFAULT_COORDINATOR
 
 
-def parse_tags(text):
+def parse_tags(text: str) -> dict[str, str]:
     """Tags from text: "board=esp32,bms_byd=1" (commas or spaces between them) -> {"board": "esp32", "bms_byd": "1"};
     FarmError for a malformed one."""
-    tags = {}
+    tags: dict[str, str] = {}
     for word in text.replace(",", " ").split():
         key, sep, value = word.partition("=")
         if not sep or not TAG_KEY.match(key) or not TAG_VALUE.match(value):

@@ -16,6 +16,8 @@ rate, and gives a local PTY whose slave side the target opens as it would open /
   between scenarios; bytes nobody reads are dropped once the PTY's buffer is full, as a UART overruns.
 """
 
+from __future__ import annotations
+
 import errno
 import os
 import secrets
@@ -26,8 +28,12 @@ import threading
 import time
 import tty
 import warnings
+from typing import TYPE_CHECKING
 
 from . import FarmError
+
+if TYPE_CHECKING:
+    import serial
 
 OPEN_RETRY_S = 5.0  # the exporter starts ser2net as the place is acquired: it may take a moment to listen
 EN_PULSE_S = 0.1  # as hil.board.Board._pulse_en
@@ -50,7 +56,15 @@ class RemoteSerialBridge:
     does on a local port).  The console of an ESP32 dev board opens with (False, False): RTS drives EN, DTR
     drives IO0, and asserting RTS alone would hold the chip in reset (hil.board.Board.open does the same)."""
 
-    def __init__(self, name, host, port, baud, protocol="rfc2217", modem_lines=None):
+    def __init__(
+        self,
+        name: str,
+        host: str,
+        port: int,
+        baud: int,
+        protocol: str = "rfc2217",
+        modem_lines: tuple[bool, bool] | None = None,
+    ) -> None:
         if protocol != "rfc2217":
             raise FarmError(
                 "port %s of the place is served as %r: only rfc2217 is binary safe (labgrid's exporter serves "
@@ -58,12 +72,15 @@ class RemoteSerialBridge:
             )
         self.name = name
         self.where = "%s:%s" % (host, port)
-        self.errors = []
+        self.errors: list[str] = []
         self._stop = threading.Event()
-        self._threads = []
-        self._control = None
-        self.remote = None
-        self.master = self._slave = None
+        self._threads: list[threading.Thread] = []
+        # remote, master and _control are None only before they are opened here and after close(): the threads
+        # and pulse_en() use them in between
+        self._control: socket.socket = None  # type: ignore[assignment]
+        self.remote: serial.Serial = None  # type: ignore[assignment]
+        self.master: int = None  # type: ignore[assignment]
+        self._slave: int | None = None
         try:
             self.remote = _open_remote(name, host, port, baud, modem_lines)
             self.master, self._slave = os.openpty()
@@ -84,11 +101,11 @@ class RemoteSerialBridge:
             self.close()
             raise
 
-    def reset_command(self):
+    def reset_command(self) -> list[str]:
         """The command line that makes this bridge pulse EN (for [esp32] reset_command)."""
         return [sys.executable, "-S", "-c", RESET_CLIENT, self.control_name]
 
-    def pulse_en(self):
+    def pulse_en(self) -> None:
         """EN low for EN_PULSE_S with IO0 (DTR) high: the reset esptool and hil.board do through RTS."""
         self.remote.dtr = False
         self.remote.rts = True
@@ -96,7 +113,7 @@ class RemoteSerialBridge:
         self.remote.rts = False
 
     # --- the threads ------------------------------------------------------------------------
-    def _uplink(self):
+    def _uplink(self) -> None:
         """The local side's writes to the remote port."""
         import serial
 
@@ -115,7 +132,7 @@ class RemoteSerialBridge:
             except (OSError, serial.SerialException) as error:
                 return self._failed(error)
 
-    def _downlink(self):
+    def _downlink(self) -> None:
         """What the remote port received, to the local side, as it comes."""
         import serial
 
@@ -135,7 +152,7 @@ class RemoteSerialBridge:
                 if error.errno != errno.EAGAIN:  # EAGAIN: nobody reads and the PTY is full: dropped, as an overrun
                     return self._failed(error)
 
-    def _serve_control(self):
+    def _serve_control(self) -> None:
         while not self._stop.is_set():
             try:
                 connection, _ = self._control.accept()
@@ -157,12 +174,12 @@ class RemoteSerialBridge:
                     except OSError:
                         pass
 
-    def _failed(self, error):
+    def _failed(self, error: BaseException) -> None:
         if not self._stop.is_set():
             self.errors.append("%s (%s): %s" % (self.name, self.where, error))
 
     # --- end -------------------------------------------------------------------------------
-    def close(self):
+    def close(self) -> None:
         self._stop.set()
         if self._control is not None:
             self._control.close()
@@ -174,14 +191,14 @@ class RemoteSerialBridge:
                 self.remote.close()
             except Exception:  # noqa: BLE001, S110 - a connection that already broke has nothing left to close
                 pass
-            self.remote = None
+            self.remote = None  # type: ignore[assignment]
         for fd in (self.master, self._slave):
             if fd is not None:
                 os.close(fd)
-        self.master = self._slave = None
+        self.master = self._slave = None  # type: ignore[assignment]
 
 
-def _open_remote(name, host, port, baud, modem_lines):
+def _open_remote(name: str, host: str, port: int, baud: int, modem_lines: tuple[bool, bool] | None) -> serial.Serial:
     import serial
 
     # ign_set_control: ser2net on a PTY (the virtual board) cannot set modem lines and may not confirm them

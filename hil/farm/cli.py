@@ -9,15 +9,23 @@
 Exit status: 0 done, 1 the coordinator refused or cannot be reached, 2 bad arguments.
 """
 
+from __future__ import annotations
+
 import json
 import signal
 import sys
 import time
+from typing import TYPE_CHECKING, Any
 
 from . import FarmError, coordinator_address, parse_tags
 
+if TYPE_CHECKING:
+    import argparse
 
-def run(args):
+    from .session import Coordinator
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         if args.farm_command == "virtual":
             return _virtual(args)
@@ -33,9 +41,9 @@ def run(args):
         return 1
 
 
-def place_rows(coordinator):
+def place_rows(coordinator: Coordinator) -> list[dict[str, Any]]:
     """[{"place", "state", "holder", "reservation", "tags", "matches", "comment"}] sorted by name."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, place in sorted(coordinator.places().items()):
         if place["acquired"]:
             state = "acquired"
@@ -50,7 +58,7 @@ def place_rows(coordinator):
     return rows
 
 
-def _places(coordinator, args):
+def _places(coordinator: Coordinator, args: argparse.Namespace) -> int:
     rows = place_rows(coordinator)
     if args.json:
         print(json.dumps({"coordinator": coordinator.address, "places": rows}))
@@ -68,7 +76,7 @@ def _places(coordinator, args):
     return 0
 
 
-def _reservations(coordinator, args):
+def _reservations(coordinator: Coordinator, args: argparse.Namespace) -> int:
     reservations = coordinator.reservations()
     if args.json:
         print(json.dumps([dict(reservation.asdict(), token=reservation.token) for reservation in reservations]))
@@ -83,14 +91,14 @@ def _reservations(coordinator, args):
     return 0
 
 
-def _create(coordinator, args):
+def _create(coordinator: Coordinator, args: argparse.Namespace) -> int:
     tags = parse_tags(args.tags) if args.tags else None
     coordinator.create_place(args.name, args.match or (), tags, args.comment)
     print("place %s at %s" % (args.name, coordinator.address))
     return 0
 
 
-def _release(coordinator, args):
+def _release(coordinator: Coordinator, args: argparse.Namespace) -> int:
     place = coordinator.places().get(args.name)
     if place is None:
         raise FarmError("no place %r at %s" % (args.name, coordinator.address))
@@ -111,10 +119,10 @@ def _release(coordinator, args):
 COMMANDS = {"places": _places, "reservations": _reservations, "create": _create, "release": _release}
 
 
-def _virtual(args):
+def _virtual(args: argparse.Namespace) -> int:
     from .local import VirtualFarm
 
-    stop = []
+    stop: list[int] = []
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda *_: stop.append(1))
     farm = VirtualFarm(args.places, prefix=args.prefix)

@@ -7,6 +7,8 @@ layout as hil/benches/labgrid-exporter.yaml for a real bench.  The coordinator a
 this process (hil/procs.py start_tied): they, and the exporter's ser2net children, stop with it.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import shutil
@@ -15,20 +17,26 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Self, TextIO
 
 from . import BLE_CLASS, BOARD_CLASS, FarmError, require_labgrid
+
+if TYPE_CHECKING:
+    from ..board import VirtualBoard
+    from .session import Coordinator
 
 EXPORTER = "vbms-local"
 START_S = 30.0
 
 
-def free_port():
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
-def ser2net_path():
+def ser2net_path() -> str | None:
     return shutil.which("ser2net") or next((p for p in ("/usr/sbin/ser2net",) if os.path.exists(p)), None)
 
 
@@ -36,7 +44,17 @@ class Bench:
     """One bench of a local farm: its three ports (device paths), its board settings, its Bluetooth adapters
     ([{"hci", "address", "dbus_address"}]) and its place's tags."""
 
-    def __init__(self, name, console, inverter, bms, board=None, ble=(), tags=None, bauds=None):
+    def __init__(
+        self,
+        name: str,
+        console: str,
+        inverter: str,
+        bms: str,
+        board: dict[str, Any] | None = None,
+        ble: Iterable[dict[str, Any]] = (),
+        tags: dict[str, str] | None = None,
+        bauds: dict[str, int] | None = None,
+    ) -> None:
         self.name = name
         self.ports = {"console": console, "inverter": inverter, "bms": bms}
         self.board = dict(board or {})
@@ -45,7 +63,7 @@ class Bench:
         self.bauds = dict({"console": 115200, "inverter": 9600, "bms": 9600}, **(bauds or {}))
 
 
-def exporter_config(benches):
+def exporter_config(benches: Iterable[Bench]) -> str:
     """The exporter's YAML for these benches (JSON values: YAML reads them as they are)."""
     lines = ["## written by hil/farm/local.py: one resource group per bench"]
     for bench in benches:
@@ -66,23 +84,23 @@ class LocalFarm:
     """A coordinator and an exporter on 127.0.0.1 for `benches`; a place per bench (its name), matched to
     the bench's group and tagged.  start() returns when the coordinator lists every bench's resources."""
 
-    def __init__(self, benches, directory=None):
+    def __init__(self, benches: Iterable[Bench], directory: str | None = None) -> None:
         self.benches = list(benches)
         self.directory = directory or tempfile.mkdtemp(prefix="vbms-farm-")
         self._own_directory = directory is None
         self.port = free_port()
         self.address = "127.0.0.1:%d" % self.port
-        self.processes = {}
-        self._logs = []
+        self.processes: dict[str, subprocess.Popen[Any]] = {}
+        self._logs: list[TextIO] = []
 
-    def start(self):
+    def start(self) -> Self:
         try:
             return self._start()
         except BaseException:
             self.stop()
             raise
 
-    def _start(self):
+    def _start(self) -> Self:
         require_labgrid()
         if ser2net_path() is None:
             raise FarmError(
@@ -109,7 +127,7 @@ class LocalFarm:
             coordinator.close()
         return self
 
-    def _exported(self, coordinator):
+    def _exported(self, coordinator: Coordinator) -> bool:
         groups = coordinator.resources().get(EXPORTER, {})
         return all(
             name in groups.get(bench.name, {}) and groups[bench.name][name]["avail"]
@@ -117,9 +135,10 @@ class LocalFarm:
             for name in bench.ports
         )
 
-    def _spawn(self, name, command):
+    def _spawn(self, name: str, command: list[str]) -> subprocess.Popen[Any]:
         from ..procs import start_tied
 
+        executable: str | None  # where shutil.which finds none
         executable = os.path.join(os.path.dirname(sys.executable), command[0])
         if not os.path.exists(executable):
             executable = shutil.which(command[0])
@@ -131,7 +150,7 @@ class LocalFarm:
         env.pop("LG_PLACE", None)
         return start_tied([executable] + command[1:], stdout=log, stderr=subprocess.STDOUT, cwd=self.directory, env=env)
 
-    def _wait(self, ready, what):
+    def _wait(self, ready: Callable[[], bool], what: str) -> None:
         deadline = time.monotonic() + START_S
         while not ready():
             for name, process in self.processes.items():
@@ -141,21 +160,21 @@ class LocalFarm:
                 raise FarmError("waited %g s for %s: %s" % (START_S, what, self.log_tail("exporter")))
             time.sleep(0.1)
 
-    def _listening(self):
+    def _listening(self) -> bool:
         try:
             socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
             return True
         except OSError:
             return False
 
-    def log_tail(self, name, characters=1500):
+    def log_tail(self, name: str, characters: int = 1500) -> str:
         try:
             with open(os.path.join(self.directory, name + ".log"), errors="replace") as handle:
                 return handle.read()[-characters:]
         except OSError:
             return ""
 
-    def stop(self):
+    def stop(self) -> None:
         """The exporter first (it stops its ser2net children; its process group goes with it in any case),
         then the coordinator."""
         from ..procs import stop_group
@@ -170,10 +189,10 @@ class LocalFarm:
         if self._own_directory:
             shutil.rmtree(self.directory, ignore_errors=True)
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
@@ -182,7 +201,7 @@ class LocalFarm:
 VIRTUAL_TAGS = {"board": "esp32", "inverter": "deye", "virtual": "1"}
 
 
-def virtual_bench(name, board, tags=None):
+def virtual_bench(name: str, board: VirtualBoard, tags: dict[str, str] | None = None) -> Bench:
     """A Bench for a started hil.board.VirtualBoard: its console and adapter PTYs, its RPC, token and EN
     line (SIGUSR1 to its supervisor), its BlueZoo adapters (one per JK BLE battery, in their order); tagged
     with what its bench file has."""
@@ -192,16 +211,17 @@ def virtual_bench(name, board, tags=None):
     for kind, tag in (("byd_pro", "bms_byd"), ("jk_rs485", "bms_jk"), ("jk_4e57", "bms_jk"), ("jk_ble", "jk_ble")):
         if kind in types:
             tags[tag] = "1"
-    ble = []
+    ble: list[dict[str, Any]] = []
     if board.ble is not None:
         jk = [spec for spec in bench.batteries if spec.type == "jk_ble"]
         ble = [{"hci": hci, "address": spec.address, "dbus_address": board.ble.address}
                for hci, spec in zip(board.ble.adapters, jk, strict=False)]  # fmt: skip
     inverter, bms = board.wires["inverter"], board.wires["bms"]
+    # (type: ignore below: a started board, as given here, has its console and its supervisor's pid)
     return Bench(
-        name, board.console, inverter.endpoint("adapter").path, bms.endpoint("adapter").path,
+        name, board.console, inverter.endpoint("adapter").path, bms.endpoint("adapter").path,  # type: ignore[arg-type]
         board={"rpc_url": board.http_url, "rpc_token": board.token, "reset": "command",
-               "reset_command": "kill -USR1 %d" % board.pid},
+               "reset_command": "kill -USR1 %d" % board.pid},  # type: ignore[str-format]
         ble=ble, tags=tags, bauds={"inverter": inverter.baud, "bms": bms.baud},
     )  # fmt: skip
 
@@ -210,31 +230,33 @@ class VirtualFarm:
     """`count` virtual boards (hil/board.py, from bench_text: the default bench unless given) as places
     NAME-a, NAME-b, ... of a LocalFarm."""
 
-    def __init__(self, count, prefix="virtual", bench_text=None, directory=None):
+    def __init__(
+        self, count: int, prefix: str = "virtual", bench_text: str | None = None, directory: str | None = None
+    ) -> None:
         self.count = count
         self.prefix = prefix
         self.bench_text = bench_text
         self.directory = directory or tempfile.mkdtemp(prefix="vbms-farm-")
         self._own_directory = directory is None
-        self.boards = {}
-        self.farm = None
+        self.boards: dict[str, VirtualBoard] = {}
+        self.farm: LocalFarm | None = None
 
     @property
-    def address(self):
-        return self.farm.address
+    def address(self) -> str:
+        return self.farm.address  # type: ignore[union-attr]  # read once started
 
     @property
-    def places(self):
+    def places(self) -> list[str]:
         return list(self.boards)
 
-    def start(self):
+    def start(self) -> Self:
         try:
             return self._start()
         except BaseException:
             self.stop()
             raise
 
-    def _start(self):
+    def _start(self) -> Self:
         from importlib import resources
 
         from ..board import VirtualBoard
@@ -252,7 +274,7 @@ class VirtualFarm:
         self.farm.start()
         return self
 
-    def stop(self):
+    def stop(self) -> None:
         if self.farm is not None:
             self.farm.stop()
             self.farm = None
@@ -262,8 +284,8 @@ class VirtualFarm:
         if self._own_directory:
             shutil.rmtree(self.directory, ignore_errors=True)
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -11,10 +11,14 @@ The session's asyncio loop runs on a thread of its own, so the stream stays serv
 may come from any thread.
 """
 
+from __future__ import annotations
+
 import asyncio
 import socket
 import threading
 import time
+from collections.abc import Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from . import BLE_CLASS, BOARD_CLASS, BOARD_KEYS, PORT_KEYS, SERIAL_CLASSES, FarmError, require_labgrid
 
@@ -23,11 +27,16 @@ CALL_S = 60.0
 PORTS_S = 20.0  # acquire -> every port's ser2net listening (labgrid's exporter starts one per port, ~0.5 s each)
 POLL_S = 0.5
 
-_sessions = {}
+if TYPE_CHECKING:
+    from .bridge import RemoteSerialBridge
+
+T = TypeVar("T")
+
+_sessions: dict[str, Coordinator] = {}
 _sessions_lock = threading.Lock()
 
 
-def connect(address):
+def connect(address: str) -> Coordinator:
     """This process's Coordinator for address (shared; close() when done with it)."""
     with _sessions_lock:
         coordinator = _sessions.get(address)
@@ -40,18 +49,19 @@ def connect(address):
 class Coordinator:
     """labgrid's ClientSession to the coordinator at address, its loop on a thread of its own."""
 
-    def __init__(self, address):
+    def __init__(self, address: str) -> None:
         require_labgrid()
         self.address = address
         self.users = 0
         self.closed = False
-        self.session = None
-        self.loop = None
+        self.session: Any = None  # labgrid's ClientSession
+        # set by the session's thread before __init__ returns (it raises FarmError when it is not)
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         _reachable(address)
         ready = threading.Event()
-        failure = []
+        failure: list[BaseException] = []
 
-        def run():
+        def run() -> None:
             from labgrid.remote.client import start_session
 
             loop = asyncio.new_event_loop()
@@ -76,14 +86,14 @@ class Coordinator:
             )
 
     # --- plumbing ---------------------------------------------------------------------------
-    def run(self, coroutine, timeout=CALL_S):
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = CALL_S) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
 
-    def _rpc(self, name, request, sync=True):
+    def _rpc(self, name: str, request: Any, sync: bool = True) -> Any:
         """A coordinator call; FarmError with the coordinator's words when it refuses."""
         import grpc
 
-        async def call():
+        async def call() -> Any:
             try:
                 answer = await getattr(self.session.stub, name)(request)
             except grpc.aio.AioRpcError as error:
@@ -97,29 +107,29 @@ class Coordinator:
             raise FarmError("the coordinator refused %s: %s" % (name, answer.details()))
         return answer
 
-    def _snapshot(self, read):
-        async def call():
+    def _snapshot(self, read: Callable[[], T]) -> T:
+        async def call() -> T:
             await self.session.sync_with_coordinator()
             return read()
 
         return self.run(call())
 
     @staticmethod
-    def _pb():
+    def _pb() -> Any:
         from labgrid.remote.generated import labgrid_coordinator_pb2
 
         return labgrid_coordinator_pb2
 
-    def identity(self):
+    def identity(self) -> str:
         """Who this process is to the coordinator: "host/user" (LG_HOSTNAME, LG_USERNAME override)."""
         return "%s/%s" % (self.session.gethostname(), self.session.getuser())
 
     # --- places -----------------------------------------------------------------------------
-    def places(self):
+    def places(self) -> dict[str, dict[str, Any]]:
         """{name: {"acquired": "host/user" or None, "tags", "matches", "comment", "reservation",
         "acquired_resources"}}."""
 
-        def read():
+        def read() -> dict[str, dict[str, Any]]:
             return {
                 name: {
                     "acquired": place.acquired,
@@ -134,10 +144,10 @@ class Coordinator:
 
         return self._snapshot(read)
 
-    def resources(self):
+    def resources(self) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
         """{exporter: {group: {name: {"cls", "params", "avail", "acquired"}}}}."""
 
-        def read():
+        def read() -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
             return {
                 exporter: {
                     group_name: {
@@ -151,7 +161,9 @@ class Coordinator:
 
         return self._snapshot(read)
 
-    def create_place(self, name, matches=(), tags=None, comment=None):
+    def create_place(
+        self, name: str, matches: Iterable[str] = (), tags: dict[str, str] | None = None, comment: str | None = None
+    ) -> None:
         """A place (kept if it exists) with these matches added and these tags set."""
         pb = self._pb()
         places = self.places()
@@ -166,10 +178,10 @@ class Coordinator:
         if comment is not None:
             self._rpc("SetPlaceComment", pb.SetPlaceCommentRequest(placename=name, comment=comment))
 
-    def delete_place(self, name):
+    def delete_place(self, name: str) -> None:
         self._rpc("DeletePlace", self._pb().DeletePlaceRequest(name=name))
 
-    def acquire(self, name):
+    def acquire(self, name: str) -> None:
         place = self.places().get(name)
         if place is None:
             raise FarmError(
@@ -186,17 +198,17 @@ class Coordinator:
             )  # fmt: skip
         self._rpc("AcquirePlace", self._pb().AcquirePlaceRequest(placename=name))
 
-    def release(self, name, fromuser=None):
+    def release(self, name: str, fromuser: str | None = None) -> None:
         """Release a place (fromuser: only while "host/user" holds it)."""
         request = self._pb().ReleasePlaceRequest(placename=name)
         if fromuser:
             request.fromuser = fromuser
         self._rpc("ReleasePlace", request)
 
-    def acquired_resources(self, name):
+    def acquired_resources(self, name: str) -> dict[tuple[str, str], dict[str, Any]]:
         """{(resource name, cls): {"params", "avail"}} of a place this process holds."""
 
-        def read():
+        def read() -> dict[tuple[str, str], dict[str, Any]]:
             place = self.session.places[name]
             return {key: {"params": entry.args, "avail": entry.avail}
                     for key, entry in self.session.get_target_resources(place).items()}  # fmt: skip
@@ -204,7 +216,7 @@ class Coordinator:
         return self._snapshot(read)
 
     # --- reservations -----------------------------------------------------------------------
-    def reserve(self, tags, prio=0.0):
+    def reserve(self, tags: dict[str, str], prio: float = 0.0) -> str:
         """A reservation for a place with these tags; its token."""
         from labgrid.remote.common import Reservation
 
@@ -213,7 +225,7 @@ class Coordinator:
         answer = self._rpc("CreateReservation", request, sync=False)
         return Reservation.from_pb2(answer.reservation).token
 
-    def poll(self, token):
+    def poll(self, token: str) -> tuple[str, str | None]:
         """(state name, place or None); polling keeps a reservation alive (it expires 60 s after the last poll
         unless its place was acquired)."""
         from labgrid.remote.common import Reservation
@@ -223,17 +235,17 @@ class Coordinator:
         places = reservation.allocations.get("main") or [None]
         return reservation.state.name, places[0]
 
-    def cancel(self, token):
+    def cancel(self, token: str) -> None:
         self._rpc("CancelReservation", self._pb().CancelReservationRequest(token=token), sync=False)
 
-    def reservations(self):
+    def reservations(self) -> list[Any]:  # labgrid's Reservation objects
         from labgrid.remote.common import Reservation
 
         answer = self._rpc("GetReservations", self._pb().GetReservationsRequest(), sync=False)
         return [Reservation.from_pb2(item) for item in answer.reservations]
 
     # --- end ----------------------------------------------------------------------------------
-    def close(self):
+    def close(self) -> None:
         with _sessions_lock:
             self.users -= 1
             if self.users > 0 or self.closed:
@@ -242,7 +254,7 @@ class Coordinator:
             if _sessions.get(self.address) is self:
                 del _sessions[self.address]
 
-        async def stop():
+        async def stop() -> None:
             await self.session.stop()
             await self.session.close()
 
@@ -254,7 +266,7 @@ class Coordinator:
         self._thread.join(timeout=10)
 
 
-def _reachable(address):
+def _reachable(address: str) -> None:
     host, _, port = address.rpartition(":")
     if not host:
         host, port = address, "20408"
@@ -279,7 +291,14 @@ class Lease:
     bridges, releases the place and cancels the reservation, whatever happened before.
     """
 
-    def __init__(self, address, place=None, tags=None, wait_s=600.0, say=None):
+    def __init__(
+        self,
+        address: str,
+        place: str | None = None,
+        tags: dict[str, str] | None = None,
+        wait_s: float = 600.0,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
         if (place is None) == (tags is None):
             raise ValueError("a lease is for a place or for tags, one of them")
         self.address = address
@@ -287,14 +306,14 @@ class Lease:
         self.tags = tags
         self.wait_s = wait_s
         self.say = say or (lambda text: None)
-        self.place = None
-        self.token = None
-        self.coordinator = None
-        self.bridges = {}
-        self.acquired_s = None  # how long reserving and acquiring took
+        self.place: str | None = None
+        self.token: str | None = None
+        self.coordinator: Coordinator | None = None
+        self.bridges: dict[str, RemoteSerialBridge] = {}
+        self.acquired_s: float | None = None  # how long reserving and acquiring took
         self._held = False
 
-    def start(self):
+    def start(self) -> Self:
         started = time.monotonic()
         try:
             self.coordinator = connect(self.address)
@@ -306,7 +325,8 @@ class Lease:
             # leave the place acquired without the answer reaching us.  A refusal says it is not ours.
             self._held = True
             try:
-                self.coordinator.acquire(self.place)
+                # a place by now: __init__ took a place, or tags to reserve one
+                self.coordinator.acquire(self.place)  # type: ignore[arg-type]
             except FarmError:
                 self._held = False
                 raise
@@ -316,14 +336,15 @@ class Lease:
         self.acquired_s = time.monotonic() - started
         return self
 
-    def _reserve(self):
+    def _reserve(self) -> str:
+        # (type: ignore below: start() calls this with tags, once it has the coordinator)
         coordinator = self.coordinator
-        wanted = " ".join("%s=%s" % item for item in sorted(self.tags.items()))
-        self.token = coordinator.reserve(self.tags)
+        wanted = " ".join("%s=%s" % item for item in sorted(self.tags.items()))  # type: ignore[union-attr]
+        self.token = coordinator.reserve(self.tags)  # type: ignore[union-attr, arg-type]
         deadline = time.monotonic() + self.wait_s
         told = False
         while True:
-            state, place = coordinator.poll(self.token)
+            state, place = coordinator.poll(self.token)  # type: ignore[union-attr]
             if state in ("allocated", "acquired") and place:
                 return place
             if state in ("expired", "invalid"):
@@ -338,12 +359,13 @@ class Lease:
                 told = True
             time.sleep(POLL_S)
 
-    def resources(self, timeout_s=PORTS_S):
+    def resources(self, timeout_s: float = PORTS_S) -> dict[tuple[str, str], dict[str, Any]]:
         """The place's resources once every serial port is served: {(name, cls): params}."""
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                found = self.coordinator.acquired_resources(self.place)
+                # a started lease has its coordinator and place
+                found = self.coordinator.acquired_resources(self.place)  # type: ignore[union-attr, arg-type]
             except Exception as error:  # noqa: BLE001 - labgrid's ServerError: an orphaned resource
                 raise FarmError("place %s: %s" % (self.place, error)) from None
             serial = {key: entry for key, entry in found.items() if key[1] in SERIAL_CLASSES}
@@ -356,7 +378,7 @@ class Lease:
                 )
             time.sleep(0.05)
 
-    def esp32_table(self, bauds, base=None):
+    def esp32_table(self, bauds: dict[str, int], base: dict[str, Any] | None = None) -> dict[str, Any]:
         """The [esp32] table (as in a bench file) for the place: base (the bench file's [esp32], if any),
         the place's board settings over it, and its ports as local paths through bridges opened at `bauds`
         ({"console": baud, "inverter": baud, "bms": baud}).  reset = "dtr_rts" becomes a reset_command that
@@ -395,7 +417,7 @@ class Lease:
                 )
             if buses != {None}:
                 table["ble_dbus_address"] = buses.pop()
-        self.exporter_host = serial["console"]["host"]
+        self.exporter_host: str = serial["console"]["host"]
         bauds = dict(bauds, console=table.get("console_baud", 115200))
         self.bridges = _bridges({name: (serial[name], bauds[name]) for name in PORT_KEYS})
         for name, key in PORT_KEYS.items():
@@ -405,12 +427,12 @@ class Lease:
             table["reset_command"] = self.bridges["console"].reset_command()
         return table
 
-    def bridge_errors(self):
+    def bridge_errors(self) -> list[str]:
         return [error for bridge in self.bridges.values() for error in bridge.errors]
 
-    def close(self):
+    def close(self) -> None:
         """Bridges closed, the place released, the reservation cancelled; safe to call more than once."""
-        problems = []
+        problems: list[str] = []
         for bridge in self.bridges.values():
             bridge.close()
         self.bridges = {}
@@ -419,7 +441,8 @@ class Lease:
             return
         if self._held:
             try:
-                coordinator.release(self.place, fromuser=coordinator.identity())
+                # held: it has a place
+                coordinator.release(self.place, fromuser=coordinator.identity())  # type: ignore[arg-type]
             except Exception as error:  # noqa: BLE001 - said below, after the rest is cleaned up
                 problems.append("releasing place %s: %s" % (self.place, error))
             self._held = False
@@ -435,14 +458,14 @@ class Lease:
             raise FarmError("; ".join(problems))
 
 
-def _bridges(ports):
+def _bridges(ports: dict[str, tuple[dict[str, Any], int]]) -> dict[str, RemoteSerialBridge]:
     """{name: RemoteSerialBridge} for {name: (params, baud)}, opened side by side (pyserial's RFC 2217
     negotiation takes about half a second a port); all closed again if one cannot be opened."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .bridge import RemoteSerialBridge
 
-    def open_one(name):
+    def open_one(name: str) -> RemoteSerialBridge:
         params, baud = ports[name]
         modem_lines = (False, False) if name == "console" else None
         return RemoteSerialBridge(name, params["host"], int(params["port"]), baud,
@@ -450,7 +473,8 @@ def _bridges(ports):
 
     with ThreadPoolExecutor(len(ports)) as pool:
         futures = {name: pool.submit(open_one, name) for name in ports}
-    bridges, errors = {}, []
+    bridges: dict[str, RemoteSerialBridge] = {}
+    errors: list[Exception] = []
     for name, future in futures.items():
         try:
             bridges[name] = future.result()
@@ -463,16 +487,17 @@ def _bridges(ports):
     return bridges
 
 
-def is_local(host):
+def is_local(host: str) -> bool:
     """True when host names this machine (so its Bluetooth adapters are this machine's)."""
     if host in ("localhost", socket.gethostname(), socket.getfqdn()):
         return True
     try:
+        # str: an AF_INET or AF_INET6 sockaddr starts with the address text (mypy also allows AF_PACKET's int)
         addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
     except OSError:
         return False
     for address in addresses:
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET  # type: ignore[operator]
         try:
             with socket.socket(family, socket.SOCK_DGRAM) as probe:
                 probe.bind((address, 0))  # only an address of one of this machine's interfaces can be bound

@@ -10,11 +10,21 @@ scenarios' tolerances), reserved registers and the configured charge voltage, an
 identity's layout (reference 1.3.1) and stability.
 """
 
+from __future__ import annotations
+
 import collections
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from . import grammar
+
+if TYPE_CHECKING:
+    from simulators.byd.device import BydModule
+    from simulators.jk.device import JkBms
+
+    from .wire import World
 
 ANSWER_MARGIN_S = 1.0  # evidence must be this much inside the staleness limit to require an answer
 ARRIVAL_S = {"rs485": 0.5, "ble": 1.5}  # evidence is this old before the device under test can have used it
@@ -31,45 +41,46 @@ class Evidence:
     replies and notifications.
     """
 
-    def __init__(self, stale_s, kinds, started_s):
+    def __init__(self, stale_s: float, kinds: Mapping[int, str], started_s: float) -> None:
         self.stale_s = stale_s
         self.kinds = kinds  # slot -> "rs485" or "ble"
-        self._sure = {slot: collections.deque(maxlen=256) for slot in kinds}
+        self._sure: dict[int, collections.deque[float]] = {slot: collections.deque(maxlen=256) for slot in kinds}
         self._possible = {slot: collections.deque([started_s], maxlen=256) for slot in kinds}
-        self.grace_until = {}  # slot -> time before which an answer is not required (BLE reconnecting)
+        # slot -> time before which an answer is not required (BLE reconnecting)
+        self.grace_until: dict[int, float] = {}
         self.lock = threading.Lock()
-        self._sources = []
-        self._thread = None
+        self._sources: list[tuple[int, Callable[..., int | None], list[int | None]]] = []  # slot, counter, last
+        self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
-    def sure(self, slot, t_s):
+    def sure(self, slot: int, t_s: float) -> None:
         with self.lock:
             self._sure[slot].append(t_s)
             self._possible[slot].append(t_s)
 
-    def possible(self, slot, t_s):
+    def possible(self, slot: int, t_s: float) -> None:
         with self.lock:
             self._possible[slot].append(t_s)
 
-    def watch(self, slot, counter):
+    def watch(self, slot: int, counter: Callable[..., int | None]) -> None:  # ...: a lambda binds a device by default
         """counter() grows by one or more each time the slot's module delivers a reading."""
         self._sources.append((slot, counter, [counter()]))
 
-    def start(self, thread=True):
+    def start(self, thread: bool = True) -> None:
         if thread:
             self._thread = threading.Thread(target=self._monitor, name="fuzz-evidence", daemon=True)
             self._thread.start()
 
-    def stop(self):
+    def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
 
-    def _monitor(self):
+    def _monitor(self) -> None:
         while not self._stop.wait(0.02):
             self.sample(time.monotonic())
 
-    def sample(self, now):
+    def sample(self, now: float) -> None:
         """Look at the devices' counters once (the monitor thread does, every 20 ms; a simulated-time
         world after each step)."""
         for slot, counter, last in self._sources:
@@ -78,14 +89,14 @@ class Evidence:
                 self.sure(slot, now)
             last[0] = value
 
-    def must_answer(self, slot, t_s):
+    def must_answer(self, slot: int, t_s: float) -> bool:
         if slot not in self._sure or t_s < self.grace_until.get(slot, 0.0):
             return False
         arrival = ARRIVAL_S[self.kinds[slot]]
         with self.lock:
             return any(t_s - self.stale_s + ANSWER_MARGIN_S <= e <= t_s - arrival for e in self._sure[slot])
 
-    def must_be_silent(self, slot, t_s):
+    def must_be_silent(self, slot: int, t_s: float) -> bool:
         if slot not in self._possible:
             return True
         with self.lock:
@@ -95,13 +106,13 @@ class Evidence:
 class Checker:
     """Register values against the battery models, identities against their layout and first sighting."""
 
-    def __init__(self, sim, float_voltage_mv):
+    def __init__(self, sim: World, float_voltage_mv: Mapping[int, int]) -> None:
         self.sim = sim
         self.specs = {spec.slot: spec for spec in sim.bench.batteries}
         self.float_voltage_mv = float_voltage_mv  # slot -> configured charge voltage
-        self.identities = {}
+        self.identities: dict[int, bytes] = {}  # unit -> the identity data first seen
 
-    def model_fields(self, slot):
+    def model_fields(self, slot: int) -> dict[str, int]:
         battery = self.sim.batteries[slot]
         cells = battery.cell_voltages_mv()
         fields = {"pack_voltage_mv": battery.pack_voltage_mv, "cell_max_mv": max(cells), "cell_min_mv": min(cells)}
@@ -111,17 +122,17 @@ class Checker:
         return fields
 
     @staticmethod
-    def shown_fields(address, values):
+    def shown_fields(address: int, values: Sequence[int]) -> tuple[dict[int, int], dict[str, int]]:
         """The fields a read shows (reference 1.3.2 scaling), by register."""
         registers = {address + index: value for index, value in enumerate(values)}
-        shown = {}
+        shown: dict[str, int] = {}
         for register, name, factor in ((0x1000, "pack_voltage_mv", 10), (0x1008, "soc_permille", 1),
                                        (0x100D, "cell_max_mv", 1), (0x100E, "cell_min_mv", 1)):  # fmt: skip
             if register in registers:
                 shown[name] = registers[register] * factor
         return registers, shown
 
-    def registers(self, unit, address, values):
+    def registers(self, unit: int, address: int, values: Sequence[int]) -> str | None:
         """None, or what is wrong with these values for this unit."""
         registers, shown = self.shown_fields(address, values)
         for register in grammar.RESERVED_REGISTERS:
@@ -146,11 +157,11 @@ class Checker:
         return None
 
     @staticmethod
-    def _distance(shown, model):
+    def _distance(shown: Mapping[str, int], model: Mapping[str, int]) -> float:
         common = [name for name in shown if name in model]
         return sum(abs(shown[name] - model[name]) / TOLERANCES[name] for name in common)
 
-    def identity(self, unit, data):
+    def identity(self, unit: int, data: bytes) -> str | None:
         fields = grammar.identity_fields(data)
         if fields is None:
             return "identity %s does not have the layout model*SW*HW*serial*" % data.hex()
@@ -160,7 +171,7 @@ class Checker:
         return None
 
 
-def delivered_count(device):
+def delivered_count(device: BydModule | JkBms) -> int | None:
     """A simulated RS485 module's count of readings sent (None while a failure is set): a BYD module answers
     every poll of its address (requests), a JK one builds a frame for each answer (counter)."""
     if device.failure is not None:

@@ -22,6 +22,10 @@ always fixed.  FULL_REPAIR applies every fix-up (used by the minimizer).
 """
 
 import struct
+from collections.abc import Callable
+
+# repair(data, choice) -> the data with its checksums (and, on some choices, headers and lengths) right
+Repair = Callable[[bytes, int], bytes]
 
 FULL_REPAIR = 0xFFFF
 
@@ -34,7 +38,7 @@ E57_HEADER = b"\x4e\x57"
 E57_MIN_LENGTH = 21
 
 
-def _crc_table():
+def _crc_table() -> tuple[int, ...]:
     table = []
     for byte in range(256):
         crc = byte
@@ -47,7 +51,7 @@ def _crc_table():
 _CRC_TABLE = _crc_table()
 
 
-def _pair_table():
+def _pair_table() -> list[int]:
     """The CRC after two bytes at once: index = crc ^ (first byte | second byte << 8)."""
     table = []
     for word in range(0x10000):
@@ -56,10 +60,10 @@ def _pair_table():
     return table
 
 
-_PAIR_TABLE = []
+_PAIR_TABLE: list[int] = []
 
 
-def crc16_modbus(data):
+def crc16_modbus(data: bytes | bytearray) -> int:
     """CRC-16/MODBUS (reflected polynomial 0xA001, initial 0xFFFF), two bytes per step.
 
     The mutator runs this on nearly every execution; taking the bytes in
@@ -77,14 +81,14 @@ def crc16_modbus(data):
     return crc
 
 
-def _set_crc(frame, start, end):
+def _set_crc(frame: bytearray, start: int, end: int) -> None:
     """Write the CRC of frame[start:end - 2] into frame[end - 2:end], low byte first."""
     crc = crc16_modbus(frame[start : end - 2])
     frame[end - 2] = crc & 0xFF
     frame[end - 1] = crc >> 8
 
 
-def modbus_request(data, choice):
+def modbus_request(data: bytes, choice: int) -> bytes:
     """CRC always; on some choices the byte count of a write-multiple request."""
     if len(data) < 4:
         return data
@@ -98,7 +102,7 @@ def modbus_request(data, choice):
     return bytes(frame)
 
 
-def modbus_response(data, choice):
+def modbus_response(data: bytes, choice: int) -> bytes:
     """CRC always; on some choices the byte count of a read or report-id response."""
     if len(data) < 4:
         return data
@@ -109,18 +113,18 @@ def modbus_response(data, choice):
     return bytes(frame)
 
 
-def modbus_either(data, choice):
+def modbus_either(data: bytes, choice: int) -> bytes:
     """A Modbus frame that may be a request or a response (the dissector tells them apart)."""
     if choice & 2:
         return modbus_response(data, choice)
     return modbus_request(data, choice)
 
 
-def _sum8(data, start, end):
+def _sum8(data: bytearray, start: int, end: int) -> int:
     return sum(data[start:end]) & 0xFF
 
 
-def byd(data, choice):
+def byd(data: bytes, choice: int) -> bytes:
     """BYD PRO: length field (bytes 1-2 = total - 4), version and marker, sum8 of bytes 1..n-2."""
     if len(data) < 8:
         return data
@@ -136,7 +140,7 @@ def byd(data, choice):
     return bytes(frame)
 
 
-def jk_frame(data, choice):
+def jk_frame(data: bytes, choice: int) -> bytes:
     """A 300-byte 55AA frame: header and a known type on some choices, sum8 at 299."""
     if len(data) < JK_FRAME_LENGTH:
         return data
@@ -149,7 +153,7 @@ def jk_frame(data, choice):
     return bytes(frame)
 
 
-def jk_command(data, choice):
+def jk_command(data: bytes, choice: int) -> bytes:
     """A 20-byte command: header on some choices, sum8 at 19."""
     if len(data) != JK_COMMAND_LENGTH:
         return data
@@ -160,14 +164,14 @@ def jk_command(data, choice):
     return bytes(frame)
 
 
-def jk_ble(data, choice):
+def jk_ble(data: bytes, choice: int) -> bytes:
     """What the jk-ble dissector takes: a command or a frame, told by length and header."""
     if len(data) == JK_COMMAND_LENGTH and (data[:4] == JK_COMMAND_HEADER or choice & 1):
         return jk_command(data, choice)
     return jk_frame(data, choice)
 
 
-def jk_pb_reply(data, choice):
+def jk_pb_reply(data: bytes, choice: int) -> bytes:
     """A trigger reply: the 55AA frame, then (after an optional 00) the 8-byte FC 0x10 ACK."""
     frame = bytearray(jk_frame(data, choice))
     start = JK_FRAME_LENGTH
@@ -180,14 +184,14 @@ def jk_pb_reply(data, choice):
     return bytes(frame)
 
 
-def jk_pb(data, choice):
+def jk_pb(data: bytes, choice: int) -> bytes:
     """What the jk-pb dissector takes: a trigger reply or a Modbus frame."""
     if len(data) >= JK_FRAME_LENGTH:
         return jk_pb_reply(data, choice)
     return modbus_either(data, choice)
 
 
-def e57(data, choice):
+def e57(data: bytes, choice: int) -> bytes:
     """4E57: header, length (bytes 2-3 = total - 2), end marker 68 at n-5, sum16 (BE) at n-2."""
     if len(data) < E57_MIN_LENGTH:
         return data
@@ -206,11 +210,11 @@ def e57(data, choice):
     return bytes(frame)
 
 
-def make_mutator(repair):
+def make_mutator(repair: Repair) -> Callable[[bytes, int, int], bytes]:
     """An atheris custom mutator: libFuzzer's own mutation, then repair on 3 of 4 calls."""
     import atheris
 
-    def mutator(data, max_size, seed):
+    def mutator(data: bytes, max_size: int, seed: int) -> bytes:
         mutated = atheris.Mutate(data, max_size)
         if seed & 3:
             mutated = repair(mutated, seed >> 2)

@@ -20,15 +20,24 @@ framer, the reassembler, the configuration) it is the script of that target
 (hil/fuzz/targets.py documents each format).
 """
 
+from __future__ import annotations
+
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .targets import Target
 
 
 class Finding:
     __slots__ = ("target", "kind", "error", "signature", "original", "data", "traceback", "path")
 
-    def __init__(self, target, kind, error, signature, original, traceback=""):
+    def __init__(
+        self, target: str, kind: str, error: str, signature: str, original: bytes, traceback: str = ""
+    ) -> None:
         self.target = target
         self.kind = kind
         self.error = error
@@ -36,10 +45,10 @@ class Finding:
         self.original = bytes(original)
         self.data = bytes(original)
         self.traceback = traceback
-        self.path = None
+        self.path: Path | None = None  # where save() wrote it
 
 
-def save(finding, directory, found_by=None):
+def save(finding: Finding, directory: str | Path, found_by: str | None = None) -> Path:
     """Write the finding as <target>-<sha1 of the input>.json in directory; returns the path."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -60,7 +69,7 @@ def save(finding, directory, found_by=None):
     return path
 
 
-def load(path):
+def load(path: str | Path) -> dict[str, Any]:
     document = json.loads(Path(path).read_text())
     for key in ("target", "input_hex", "status"):
         if key not in document:
@@ -70,7 +79,7 @@ def load(path):
     return document
 
 
-def replay(document, table=None):
+def replay(document: Mapping[str, Any], table: Mapping[str, Target] | None = None) -> None:
     """Run the input of a loaded finding through its target, with the CPU limit; raises what the target raises."""
     from . import targets
 

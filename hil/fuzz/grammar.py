@@ -30,6 +30,8 @@ would accept those as true readings; that is the protocol's limit, not the devic
 """
 
 import random
+from collections.abc import Collection, Container, Iterable
+from typing import Any, cast
 
 from . import checksums
 
@@ -52,34 +54,36 @@ JK_FRAME_LENGTH = checksums.JK_FRAME_LENGTH
 JK_FRAME_TYPES = checksums.JK_FRAME_TYPES
 
 
-def char_s(baud):
+def char_s(baud: int) -> float:
     """One character on the wire: 10 bits (8N1)."""
     return 10.0 / baud
 
 
-def silence_s(baud):
+def silence_s(baud: int) -> float:
     """t3.5: 3.5 characters, fixed 1.75 ms above 19200 baud (3.1)."""
     return 0.00175 if baud > 19200 else 35.0 / baud
 
 
-def with_crc(body):
+def with_crc(body: bytes) -> bytes:
     crc = checksums.crc16_modbus(bytes(body))
     return bytes(body) + bytes((crc & 0xFF, crc >> 8))
 
 
-def crc_ok(frame):
+def crc_ok(frame: bytes) -> bool:
     return len(frame) >= 4 and checksums.crc16_modbus(bytes(frame[:-2])) == frame[-2] | frame[-1] << 8
 
 
-def read_request(unit, address=FIRST_REGISTER, count=REGISTER_COUNT, function=READ_INPUT):
+def read_request(
+    unit: int, address: int = FIRST_REGISTER, count: int = REGISTER_COUNT, function: int = READ_INPUT
+) -> bytes:
     return with_crc(bytes((unit, function, address >> 8 & 0xFF, address & 0xFF, count >> 8 & 0xFF, count & 0xFF)))
 
 
-def identity_request(unit):
+def identity_request(unit: int) -> bytes:
     return with_crc(bytes((unit, REPORT_ID)))
 
 
-def response_length(prefix):
+def response_length(prefix: bytes | bytearray) -> int | None:
     """A slave's reply length from its first bytes (3.1), or None while unknown or not a reply we know."""
     if len(prefix) < 3:
         return None
@@ -103,7 +107,15 @@ class Expectation:
 
     __slots__ = ("kind", "unit", "function", "code", "address", "count")
 
-    def __init__(self, kind, unit=None, function=None, code=None, address=None, count=None):
+    def __init__(
+        self,
+        kind: str,
+        unit: int | None = None,
+        function: int | None = None,
+        code: int | None = None,
+        address: int | None = None,
+        count: int | None = None,
+    ) -> None:
         self.kind = kind
         self.unit = unit
         self.function = function
@@ -111,26 +123,27 @@ class Expectation:
         self.address = address
         self.count = count
 
-    def describe(self):
+    def describe(self) -> str:
         if self.kind == SILENT:
             return "no reply"
         if self.kind == EXCEPTION:
-            return "exception %02X to function %02X from unit %d" % (self.code, self.function, self.unit)
+            # every kind but SILENT has its unit and function, EXCEPTION its code, REGISTERS address and count
+            return "exception %02X to function %02X from unit %d" % (self.code, self.function, self.unit)  # type: ignore[str-format]
         if self.kind == IDENTITY:
-            return "the identity of unit %d" % self.unit
-        return "%d registers at %04X from unit %d" % (self.count, self.address, self.unit)
+            return "the identity of unit %d" % self.unit  # type: ignore[str-format]
+        return "%d registers at %04X from unit %d" % (self.count, self.address, self.unit)  # type: ignore[str-format]
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, Expectation) and all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash(tuple(getattr(self, name) for name in self.__slots__))
 
 
 NO_REPLY = Expectation(SILENT)
 
 
-def expect(frame, served):
+def expect(frame: bytes, served: Container[int]) -> Expectation:
     """What a correct slave does with frame (one frame: the bytes between two t3.5 silences).
 
     served: the units whose data is fresh (configured, and read within the staleness limit).
@@ -156,21 +169,21 @@ def expect(frame, served):
     return Expectation(EXCEPTION, unit, function, ILLEGAL_FUNCTION)
 
 
-def reply_matches(expectation, reply):
+def reply_matches(expectation: Expectation, reply: bytes) -> bool:
     """Whether a reply (CRC already checked) has the shape the expectation asks for: unit, function, length,
     exception code.  Values and identities are checked by the caller."""
     if len(reply) < 5 or reply[0] != expectation.unit:
         return False
-    if expectation.kind == EXCEPTION:
-        return len(reply) == 5 and reply[1] == expectation.function | 0x80 and reply[2] == expectation.code
-    if expectation.kind == REGISTERS:
-        return reply[1] == READ_INPUT and reply[2] == 2 * expectation.count and len(reply) == 5 + 2 * expectation.count
+    if expectation.kind == EXCEPTION:  # has its function (Expectation.describe)
+        return len(reply) == 5 and reply[1] == expectation.function | 0x80 and reply[2] == expectation.code  # type: ignore[operator]
+    if expectation.kind == REGISTERS:  # has its count
+        return reply[1] == READ_INPUT and reply[2] == 2 * expectation.count and len(reply) == 5 + 2 * expectation.count  # type: ignore[operator]
     if expectation.kind == IDENTITY:
         return reply[1] == REPORT_ID and len(reply) == 5 + reply[2]
     return False
 
 
-def identity_fields(data):
+def identity_fields(data: bytes) -> tuple[str, str] | None:
     """The 0x11 reply data as (model, serial), or None when it does not have the layout of 1.3.1:
     model (up to 15 ASCII) '*' SW(2) '*' HW(2) '*' serial(20, NUL-padded) '*'."""
     star = data.find(b"*")
@@ -196,7 +209,7 @@ class Item:
 
     __slots__ = ("data", "frames", "kind", "pause", "valid")
 
-    def __init__(self, kind, frames, pause=GAP, valid=False):
+    def __init__(self, kind: str, frames: list[bytes], pause: str = GAP, valid: bool = False) -> None:
         self.kind = kind
         self.frames = frames
         self.data = b"".join(frames)
@@ -225,17 +238,17 @@ class InverterGrammar:
         "flood": 24,
     }
 
-    def __init__(self, rng, configured):
+    def __init__(self, rng: random.Random, configured: Collection[int]) -> None:
         self.random = rng
         self.configured = sorted(configured)
         self.unconfigured = [unit for unit in range(MAX_UNIT + 1) if unit not in configured]
         self._kinds = list(self.KINDS)
         self._weights = [self.KINDS[kind] for kind in self._kinds]
 
-    def _unit(self):
+    def _unit(self) -> int:
         return self.random.choice(self.configured) if self.configured else self.random.randrange(MAX_UNIT + 1)
 
-    def valid(self):
+    def valid(self) -> bytes:
         """A request a DEYE master sends: the whole register block, a part of it, or the identity."""
         unit = self._unit()
         draw = self.random.random()
@@ -247,12 +260,13 @@ class InverterGrammar:
             return read_request(unit, address, count)
         return identity_request(unit)
 
-    def _bytes(self, count):
+    def _bytes(self, count: int) -> bytes:
         return bytes(self.random.randrange(256) for _ in range(count))
 
-    def malformed(self, kind=None, in_flood=False):
+    def malformed(self, kind: str | None = None, in_flood: bool = False) -> tuple[str, bytes | list[bytes]]:
         """(kind, frame) of the given or a drawn kind (a flood's parts are never floods)."""
         rng = self.random
+        frame: bytes | bytearray  # bad_crc's copy is mutable, truncated's not
         if kind is None:
             kind = rng.choices(self._kinds, self._weights)[0]
             while in_flood and kind in ("flood", "oversize"):
@@ -308,23 +322,23 @@ class InverterGrammar:
         if kind == "noise":
             return kind, self._bytes(rng.randint(1, 3))
         if kind == "flood":
-            parts = [self.malformed(in_flood=True)[1] if rng.random() < 0.75 else self.valid()
+            parts = [cast(bytes, self.malformed(in_flood=True)[1]) if rng.random() < 0.75 else self.valid()
                      for _ in range(rng.randint(2, 10))]  # fmt: skip
             return kind, parts
         raise ValueError("unknown kind %r" % kind)
 
-    def burst(self, size):
+    def burst(self, size: int) -> list[Item]:
         """size malformed frames in writes, then one or two valid requests after a proper silence."""
-        items = []
+        items: list[Item] = []
         frames = 0
         while frames < size:
             kind, frame = self.malformed()
             if kind == "flood":
-                frame = frame[: max(1, size - frames)]
+                frame = cast(list[bytes], frame)[: max(1, size - frames)]  # only a flood's frame is a list
                 items.append(Item(kind, frame))
                 frames += len(frame)
             else:
-                items.append(Item(kind, [frame]))
+                items.append(Item(kind, [cast(bytes, frame)]))
                 frames += 1
         for _ in range(self.random.choice((1, 1, 2))):
             items.append(Item("valid", [self.valid()], SILENCE, valid=True))
@@ -359,15 +373,15 @@ class BmsSend:
 
     __slots__ = ("delay_s", "data")
 
-    def __init__(self, delay_s, data):
+    def __init__(self, delay_s: float, data: bytes | bytearray) -> None:
         self.delay_s = delay_s
         self.data = data
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         return {"delay_s": round(self.delay_s, 4), "hex": self.data.hex()}
 
 
-def repair_byd(frame):
+def repair_byd(frame: bytes | bytearray) -> bytes:
     """BYD's sum8 over bytes 1..n-2 (reference 2.2), after a header field was changed."""
     frame = bytearray(frame)
     frame[-1] = sum(frame[1:-1]) & 0xFF
@@ -381,23 +395,25 @@ class BmsReplyGrammar:
     another module (or None); timeout_s how long the master waits.  Returns [BmsSend].
     """
 
-    def __init__(self, rng, protocol="byd-pro"):
+    def __init__(self, rng: random.Random, protocol: str = "byd-pro") -> None:
         self.random = rng
         self.protocol = protocol
         self._kinds = list(BMS_REPLY_KINDS)
         self._weights = [BMS_REPLY_KINDS[kind] for kind in self._kinds]
 
-    def kind(self, starving=False):
+    def kind(self, starving: bool = False) -> str:
         """A reply kind; while starving (a staleness check runs) never one that may freshen."""
         kind = self.random.choices(self._kinds, self._weights)[0]
         while starving and kind in MAY_FRESHEN:
             kind = self.random.choices(self._kinds, self._weights)[0]
         return kind
 
-    def _repair(self, frame):
+    def _repair(self, frame: bytearray) -> bytes | bytearray:
         return repair_byd(frame) if self.protocol == "byd-pro" else frame
 
-    def replies(self, kind, own, other, timeout_s, char_time_s):
+    def replies(
+        self, kind: str, own: bytes, other: bytes | None, timeout_s: float, char_time_s: float
+    ) -> list[BmsSend]:
         rng = self.random
         prompt = rng.uniform(0.0, 0.03)
         if kind == "valid":
@@ -436,7 +452,7 @@ class BmsReplyGrammar:
             return []
         return [BmsSend(prompt, self._bit_flip(own))]  # bit_flip, and length_field on protocols without it
 
-    def _bit_flip(self, frame):
+    def _bit_flip(self, frame: bytes | bytearray) -> bytes:
         """One bit flipped anywhere but the address: a sum8 catches every single-bit error."""
         frame = bytearray(frame)
         bit = self.random.randrange(8, 8 * len(frame))
@@ -458,7 +474,7 @@ BLE_MANGLE_KINDS = {
 }
 
 
-def _is_jk_frame(window):
+def _is_jk_frame(window: bytes) -> bool:
     return (
         len(window) == JK_FRAME_LENGTH
         and window[:4] == JK_HEADER
@@ -479,15 +495,15 @@ class NotificationMangler:
     STREAM_KEEP = 2 * JK_FRAME_LENGTH
     CELL_INFO = 0x02
 
-    def __init__(self, rng):
+    def __init__(self, rng: random.Random) -> None:
         self.random = rng
         self.stream = bytearray()  # the recent part of what the central has been sent
-        self.held = []  # chunks held back, sent after the next send's chunks
-        self.recent = []  # frames the module sent lately (a held-back chunk may complete one later)
+        self.held: list[bytes] = []  # chunks held back, sent after the next send's chunks
+        self.recent: list[bytes] = []  # frames the module sent lately (a held-back chunk may complete one later)
         self._kinds = list(BLE_MANGLE_KINDS)
         self._weights = [BLE_MANGLE_KINDS[kind] for kind in self._kinds]
 
-    def mangle(self, payloads, starving=False):
+    def mangle(self, payloads: Iterable[bytes], starving: bool = False) -> tuple[str, list[bytes], list[bytes]]:
         payloads = [bytes(payload) for payload in payloads]
         self.recent = (self.recent + sorted(self._frames_in(b"".join(payloads))))[-6:]
         allowed = set() if starving else set(self.recent)
@@ -507,13 +523,13 @@ class NotificationMangler:
             sent = [self._flip(chunk) for chunk in sent]
         return "bit_flip", self._commit(sent, []), []
 
-    def _commit(self, sent, held):
+    def _commit(self, sent: list[bytes], held: list[bytes]) -> list[bytes]:
         self.held = held
         self.stream.extend(b"".join(sent))
         del self.stream[: max(0, len(self.stream) - self.STREAM_KEEP)]
         return sent
 
-    def _apply(self, kind, payloads):
+    def _apply(self, kind: str, payloads: list[bytes]) -> tuple[list[bytes], list[bytes]]:
         rng = self.random
         chunks = list(payloads)
         if kind == "intact" or not chunks:
@@ -540,17 +556,17 @@ class NotificationMangler:
             chunks[index] = self._flip(chunks[index])
         return chunks, []
 
-    def _flip(self, chunk):
+    def _flip(self, chunk: bytes) -> bytes:
         if not chunk:
             return chunk
-        chunk = bytearray(chunk)
+        chunk = bytearray(chunk)  # type: ignore[assignment]  # a mutable copy, under the same name
         bit = self.random.randrange(8 * len(chunk))
-        chunk[bit // 8] ^= 1 << bit % 8
+        chunk[bit // 8] ^= 1 << bit % 8  # type: ignore[index]  # (that bytearray)
         return bytes(chunk)
 
     @staticmethod
-    def _frames_in(data):
-        found = set()
+    def _frames_in(data: bytes) -> set[bytes]:
+        found: set[bytes] = set()
         start = data.find(JK_HEADER)
         while start >= 0:
             window = data[start : start + JK_FRAME_LENGTH]
@@ -559,11 +575,11 @@ class NotificationMangler:
             start = data.find(JK_HEADER, start + 1)
         return found
 
-    def _passing(self, sent):
+    def _passing(self, sent: list[bytes]) -> set[bytes]:
         """The windows that pass the sum8 among those these chunks complete or change."""
         stream = bytes(self.stream) + b"".join(sent)
         first_new = len(self.stream)
-        passing = set()
+        passing: set[bytes] = set()
         start = stream.find(JK_HEADER)
         while start >= 0:
             if start + JK_FRAME_LENGTH > first_new:
@@ -574,5 +590,5 @@ class NotificationMangler:
         return passing
 
 
-def make_random(seed):
+def make_random(seed: int) -> random.Random:
     return random.Random(seed)

@@ -10,6 +10,7 @@ import os
 import select
 import time
 import tty
+from typing import cast
 
 from . import grammar
 
@@ -17,7 +18,7 @@ from . import grammar
 class Line:
     """One endpoint of a PTY bus, raw: write frames, read what arrives with its time."""
 
-    def __init__(self, path, baud):
+    def __init__(self, path: str, baud: int) -> None:
         self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
         tty.setraw(self.fd)
         self.char_s = grammar.char_s(baud)
@@ -25,7 +26,7 @@ class Line:
         self.free_s = 0.0  # when the last byte written leaves the wire (monotonic)
         self.last_rx_s = 0.0
 
-    def write(self, data):
+    def write(self, data: bytes | bytearray) -> float:
         now = time.monotonic()
         view = memoryview(data)
         while view:
@@ -38,7 +39,7 @@ class Line:
         self.free_s = max(now, self.free_s) + len(data) * self.char_s
         return now
 
-    def read(self, timeout_s):
+    def read(self, timeout_s: float) -> list[tuple[float, bytes]]:
         """[(arrival time, bytes)] of what arrives within timeout_s (returns at the first arrival)."""
         readable, _, _ = select.select([self.fd], [], [], max(timeout_s, 0.0))
         chunks = []
@@ -54,7 +55,7 @@ class Line:
             readable, _, _ = select.select([self.fd], [], [], 0)
         return chunks
 
-    def close(self):
+    def close(self) -> None:
         try:
             os.close(self.fd)
         except OSError:
@@ -64,36 +65,37 @@ class Line:
 class ReplySplitter:
     """Received bytes into replies: by the length their first bytes announce, else by silence."""
 
-    def __init__(self, silence_s):
+    def __init__(self, silence_s: float) -> None:
         self.silence_s = silence_s
         self.buffer = bytearray()
-        self.first_s = None
-        self.last_s = None
-        self.last_frame_s = None  # when the frame frames() gave last began to arrive
+        # set by the first feed(): frames() reads them only while the buffer holds bytes
+        self.first_s: float | None = None
+        self.last_s: float | None = None
+        self.last_frame_s: float | None = None  # when the frame frames() gave last began to arrive
 
-    def feed(self, t_s, data):
+    def feed(self, t_s: float, data: bytes) -> None:
         if not self.buffer:
             self.first_s = t_s
         self.buffer.extend(data)
         self.last_s = t_s
 
-    def frames(self, now_s):
+    def frames(self, now_s: float) -> list[tuple[float, bytes]]:
         """[(time of the first byte, frame)] complete by now_s."""
-        out = []
+        out: list[tuple[float, bytes]] = []
         while self.buffer:
             length = grammar.response_length(self.buffer)
             if length is not None and len(self.buffer) >= length:
                 self.last_frame_s = self.first_s
-                out.append((self.first_s, bytes(self.buffer[:length])))
+                out.append((cast(float, self.first_s), bytes(self.buffer[:length])))
                 del self.buffer[:length]
                 self.first_s = self.last_s
                 continue
-            if now_s - self.last_s >= self.silence_s:
+            if now_s - cast(float, self.last_s) >= self.silence_s:
                 self.last_frame_s = self.first_s
-                out.append((self.first_s, bytes(self.buffer)))
+                out.append((cast(float, self.first_s), bytes(self.buffer)))
                 self.buffer.clear()
             break
         return out
 
-    def waiting(self):
+    def waiting(self) -> bool:
         return bool(self.buffer)

@@ -20,15 +20,28 @@ again; any other problem is reported too.  Exit status: 0 passes now, 1 fails, 2
 cannot be used.
 """
 
+from __future__ import annotations
+
 import io
 import json
 import sys
 import tempfile
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from . import grammar
 from .wire import WireCampaign, WireError, load_bench
+
+if TYPE_CHECKING:
+    import argparse
+
+    import simpy
+
+    from simulators.jk.ble import JkBlePeripheral
+
+    from ..benchfile import Bench
+    from .checks import Evidence
 
 TARGETS = ("des", "sim", "micropython")
 DUT_OF_TARGET = {"sim": "vbms", "micropython": "micropython", "des": "des"}
@@ -37,11 +50,11 @@ DUT_OF_TARGET = {"sim": "vbms", "micropython": "micropython", "des": "des"}
 class _Crashed:
     """What a crashed in-process core looks like to the campaign's liveness check (a dead process)."""
 
-    def __init__(self):
-        self.returncode = None
-        self.error = None
+    def __init__(self) -> None:
+        self.returncode: int | None = None
+        self.error: str | None = None  # the core's traceback
 
-    def poll(self):
+    def poll(self) -> int | None:
         return self.returncode
 
 
@@ -52,7 +65,7 @@ class DesLine:
 
     NAME = "fuzz"
 
-    def __init__(self, world):
+    def __init__(self, world: DesWorld) -> None:
         self.world = world
         bus = world.bench_world.inverter_bus
         self.bus = bus
@@ -60,24 +73,24 @@ class DesLine:
         self.t35_s = grammar.silence_s(bus.baud)
         self.free_s = 0.0
         self.last_rx_s = 0.0
-        self.evidence = None
-        self._rx = []
-        self._arrival = None
+        self.evidence: Evidence | None = None
+        self._rx: list[tuple[float, bytes]] = []
+        self._arrival: simpy.Event | None = None
         bus.add_endpoint(self.NAME, self.arrived)
 
-    def arrived(self, data, end_s):
+    def arrived(self, data: bytes, end_s: float) -> None:
         self._rx.append((end_s, bytes(data)))
         self.last_rx_s = end_s
         if self._arrival is not None and not self._arrival.triggered:
             self._arrival.succeed()
 
-    def write(self, data):
+    def write(self, data: bytes) -> float:
         now = self.world.env.now
         self.bus.send(self.NAME, data)
         self.free_s = max(now, self.free_s) + len(data) * self.char_s
         return now
 
-    def read(self, timeout_s):
+    def read(self, timeout_s: float) -> list[tuple[float, bytes]]:
         env = self.world.env
         if not self._rx and timeout_s > 0 and self.world.dut_process.returncode is None:
             self._arrival = env.event()
@@ -92,7 +105,7 @@ class DesLine:
         chunks, self._rx = self._rx, []
         return chunks
 
-    def close(self):
+    def close(self) -> None:
         pass
 
 
@@ -101,7 +114,7 @@ class DesWorld:
     model is cut off the inverter bus (a disconnect fault: it neither sends nor hears), and the replay
     is a drop of its own on that bus."""
 
-    def __init__(self, bench):
+    def __init__(self, bench: Bench) -> None:
         from ..des import TOKEN, DesBench
         from ..wires.faults import Fault
 
@@ -112,23 +125,26 @@ class DesWorld:
         self.batteries = self.bench_world.batteries
         self.devices = self.bench_world.devices
         self.trace = self.bench_world.trace
-        self.peripherals = {}
+        self.peripherals: dict[int, JkBlePeripheral] = {}
         self.dut_process = _Crashed()
         self.dut_log = None
         self.dut_token = TOKEN
         self.line = DesLine(self)
 
-    def rpc(self, method, params=None, token=None, timeout_s=60):
+    def rpc(
+        self, method: str, params: dict[str, Any] | None = None, token: str | None = None, timeout_s: float = 60
+    ) -> tuple[int, Any]:
         if self.dut_process.returncode is not None:
-            raise OSError("the core raised: %s" % self.dut_process.error.strip().splitlines()[-1])
+            # DesLine.read sets the error with the returncode
+            raise OSError("the core raised: %s" % cast(str, self.dut_process.error).strip().splitlines()[-1])
         result, error = self.bench_world.rpc(method, params, token, timeout_s)
         return (200, result) if error is None else (400, {"error": error})
 
-    def stop(self):
+    def stop(self) -> None:
         pass
 
 
-def des_world(bench):
+def des_world(bench: Bench) -> DesWorld:
     return DesWorld(bench)
 
 
@@ -140,12 +156,12 @@ FAMILIES = {
 }  # fmt: skip
 
 
-def still_fails(document, problems):
+def still_fails(document: dict[str, Any], problems: list[str]) -> bool:
     family = FAMILIES.get(document["problem"], document["problem"])
     return any(FAMILIES.get(problem, problem) == family for problem in problems)
 
 
-def replay_wire(document, target, out):
+def replay_wire(document: dict[str, Any], target: str, out: TextIO) -> tuple[list[str], WireCampaign]:
     """Run a wire finding again on target; returns the problems seen (kinds)."""
     bench = load_bench(document["bench"])
     port = document["port"]
@@ -171,13 +187,13 @@ def replay_wire(document, target, out):
                 campaign.run()
         finally:
             campaign.stop()
-        crashed = campaign.sim.dut_process if target == "des" else None
+        crashed = cast(_Crashed, campaign.sim.dut_process) if target == "des" else None  # the DesWorld's
         if crashed is not None and crashed.error:
             out.write(crashed.error)
         return [finding["problem"] for finding in campaign.findings], campaign
 
 
-def run_cli(args):
+def run_cli(args: argparse.Namespace) -> int:
     path = Path(args.file)
     try:
         document = json.loads(path.read_text())
@@ -196,7 +212,7 @@ def run_cli(args):
     return 2
 
 
-def _run_decoder(path):
+def _run_decoder(path: Path) -> int:
     from . import findings, targets
 
     try:
@@ -219,7 +235,7 @@ def _run_decoder(path):
     return 0
 
 
-def _run_wire(document, args):
+def _run_wire(document: dict[str, Any], args: argparse.Namespace) -> int:
     for key in ("port", "bench", "problem", "script"):
         if key not in document:
             sys.stderr.write("vbms fuzz replay: a wire finding needs %r\n" % key)

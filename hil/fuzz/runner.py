@@ -21,6 +21,8 @@ target and run.  Exit status: 0 clean, 1 a finding, 3 a worker that failed
 without one (its output is shown).
 """
 
+from __future__ import annotations
+
 import hashlib
 import json
 import os
@@ -32,10 +34,17 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO, cast
 
 from . import findings
+
+if TYPE_CHECKING:
+    import argparse
+
+    from .targets import Target
 
 HANG_TIMEOUT_S = 5  # libFuzzer -timeout: one input running this long is a hang (whole seconds only)
 RSS_LIMIT_MB = 1024
@@ -53,19 +62,19 @@ class Campaign:
 
     __slots__ = ("target", "runs", "exec_per_s", "cpu_exec_per_s", "edges", "features", "corpus", "finding", "error")
 
-    def __init__(self, target):
+    def __init__(self, target: str) -> None:
         self.target = target
         self.runs = 0
-        self.exec_per_s = None
-        self.cpu_exec_per_s = None
-        self.edges = None
-        self.features = None
-        self.corpus = None
-        self.finding = None
-        self.error = None
+        self.exec_per_s: float | None = None
+        self.cpu_exec_per_s: float | None = None
+        self.edges: int | None = None
+        self.features: int | None = None
+        self.corpus: int | None = None
+        self.finding: findings.Finding | None = None
+        self.error: str | None = None
 
 
-def _cpu_seconds(pid):
+def _cpu_seconds(pid: int) -> float | None:
     """User + system CPU time of a live process (Linux /proc), or None."""
     try:
         fields = Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()
@@ -74,28 +83,36 @@ def _cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _write_seeds(target, directory):
+def _write_seeds(target: Target, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for seed in target.seeds():
         if len(seed) <= target.max_len:
             (directory / ("seed-" + hashlib.sha1(seed).hexdigest())).write_bytes(seed)
 
 
-def _worker_command(mode, name, targets_file):
+def _worker_command(mode: str, name: str, targets_file: str | Path | None) -> list[str]:
     command = [sys.executable, "-m", "hil.fuzz.worker", mode, "--target", name]
     if targets_file:
         command += ["--targets-file", str(targets_file)]
     return command
 
 
-def _environment():
+def _environment() -> dict[str, str]:
     """The worker must import this hil, wherever the command was started."""
     root = str(Path(__file__).resolve().parents[2])
     path = os.environ.get("PYTHONPATH")
     return dict(os.environ, PYTHONPATH=root + (os.pathsep + path if path else ""))
 
 
-def run_target(target, runs=None, seconds=None, corpus_root=None, targets_file=None, seed=None, timeout_s=None):
+def run_target(
+    target: Target,
+    runs: int | None = None,
+    seconds: float | None = None,
+    corpus_root: str | Path | None = None,
+    targets_file: str | Path | None = None,
+    seed: int | None = None,
+    timeout_s: int | None = None,
+) -> Campaign:
     """One campaign in a worker process; returns a Campaign (finding saved by the caller)."""
     timeout_s = HANG_TIMEOUT_S if timeout_s is None else timeout_s
     campaign = Campaign(target.name)
@@ -107,7 +124,17 @@ def run_target(target, runs=None, seconds=None, corpus_root=None, targets_file=N
     return campaign
 
 
-def _fuzz_in(workdir, campaign, target, runs, seconds, corpus_root, targets_file, seed, timeout_s):
+def _fuzz_in(
+    workdir: Path,
+    campaign: Campaign,
+    target: Target,
+    runs: int | None,
+    seconds: float | None,
+    corpus_root: str | Path | None,
+    targets_file: str | Path | None,
+    seed: int | None,
+    timeout_s: int,
+) -> None:
     corpus = Path(corpus_root) / target.name if corpus_root else workdir / "corpus"
     _write_seeds(target, corpus)
     report = workdir / "report.json"
@@ -122,7 +149,7 @@ def _fuzz_in(workdir, campaign, target, runs, seconds, corpus_root, targets_file
     if runs is not None:
         options.append("-runs=%d" % runs)
     else:
-        options.append("-max_total_time=%d" % max(1, round(seconds)))
+        options.append("-max_total_time=%d" % max(1, round(seconds)))  # type: ignore[arg-type]  # runs or seconds
     if seed is not None:
         options.append("-seed=%d" % seed)
     command = _worker_command("fuzz", target.name, targets_file) + ["--report", str(report), "--"] + options
@@ -130,12 +157,14 @@ def _fuzz_in(workdir, campaign, target, runs, seconds, corpus_root, targets_file
         command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         errors="replace", env=_environment(),
     )  # fmt: skip
-    tail = deque(maxlen=40)
-    first = last = None  # (runs, monotonic time, cpu seconds) at INITED and at the latest status line
-    artifact = None
-    libfuzzer_error = None
-    stats = {}
-    for line in process.stderr:
+    tail: deque[str] = deque(maxlen=40)
+    # (runs, monotonic time, cpu seconds) at INITED, (runs, monotonic time) at the latest status line
+    first: tuple[int, float, float | None] | None = None
+    last: tuple[int, float] | None = None
+    artifact: Path | None = None
+    libfuzzer_error: str | None = None
+    stats: dict[str, int] = {}
+    for line in process.stderr:  # type: ignore[union-attr]  # stderr=PIPE
         now = time.monotonic()
         tail.append(line.rstrip("\n"))
         status = _STATUS.match(line)
@@ -159,7 +188,7 @@ def _fuzz_in(workdir, campaign, target, runs, seconds, corpus_root, targets_file
             stats[match.group(1)] = int(match.group(2))
     _, wait_status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(wait_status)
-    process.stderr.close()
+    process.stderr.close()  # type: ignore[union-attr]
     campaign.runs = stats.get("number_of_executed_units", last[0] if last else 0)
     if first is not None and last is not None:
         fuzzed = campaign.runs - first[0]
@@ -180,7 +209,9 @@ def _fuzz_in(workdir, campaign, target, runs, seconds, corpus_root, targets_file
         campaign.error = "worker exited with status %d:\n%s" % (process.returncode, "\n".join(tail))
 
 
-def minimize_finding(target, finding, targets_file=None, seconds=MINIMIZE_SECONDS):
+def minimize_finding(
+    target: Target, finding: findings.Finding, targets_file: str | Path | None = None, seconds: float = MINIMIZE_SECONDS
+) -> None:
     """Shrink a crash finding's input in a worker (a hang or an out-of-memory input is kept as found)."""
     if finding.kind != "crash":
         return
@@ -203,7 +234,7 @@ def minimize_finding(target, finding, targets_file=None, seconds=MINIMIZE_SECOND
         finding.data = bytes.fromhex(outcome["input_hex"])
 
 
-def _rate(value):
+def _rate(value: float | None) -> str:
     return "-" if value is None else "%d" % round(value)
 
 
@@ -212,7 +243,7 @@ HEADER = "%-18s %10s %9s %11s %6s %8s %6s  %s" % (
 )  # fmt: skip
 
 
-def format_row(campaign):
+def format_row(campaign: Campaign) -> str:
     return "%-18s %10d %9s %11s %6s %8s %6s  %s" % (
         campaign.target, campaign.runs, _rate(campaign.exec_per_s), _rate(campaign.cpu_exec_per_s),
         _rate(campaign.edges), _rate(campaign.features), _rate(campaign.corpus),
@@ -220,21 +251,23 @@ def format_row(campaign):
     )  # fmt: skip
 
 
-def run_campaigns(targets, runs=None, seconds=None, jobs=1, findings_dir="fuzz-findings", corpus_root=None,
-                  targets_file=None, seed=None, out=None, command_line=None, timeout_s=None):  # fmt: skip
+def run_campaigns(targets: Sequence[Target], runs: int | None = None, seconds: float | None = None, jobs: int = 1,
+                  findings_dir: str | Path = "fuzz-findings", corpus_root: str | Path | None = None,
+                  targets_file: str | Path | None = None, seed: int | None = None, out: TextIO | None = None,
+                  command_line: str | None = None, timeout_s: int | None = None) -> int:  # fmt: skip
     """Fuzz each target, print a row per target as it ends, save findings; returns the exit status."""
     out = sys.stdout if out is None else out
     if runs is None and seconds is None:
         seconds = DEFAULT_SECONDS
-    budget = "%d runs" % runs if runs is not None else "%g s" % seconds
+    budget = "%d runs" % runs if runs is not None else "%g s" % seconds  # type: ignore[str-format]  # set above
     out.write("vbms fuzz decoders: %d target%s, %s each, %d at a time\n"
               % (len(targets), "" if len(targets) == 1 else "s", budget, jobs))  # fmt: skip
     out.write(HEADER + "\n")
     out.flush()
     lock = threading.Lock()
-    results = []
+    results: list[Campaign] = []
 
-    def one(target):
+    def one(target: Target) -> Campaign:
         campaign = run_target(target, runs, seconds, corpus_root, targets_file, seed, timeout_s)
         if campaign.finding is not None:
             minimize_finding(target, campaign.finding, targets_file)
@@ -250,7 +283,7 @@ def run_campaigns(targets, runs=None, seconds=None, jobs=1, findings_dir="fuzz-f
     found = [campaign for campaign in results if campaign.finding]
     failed = [campaign for campaign in results if campaign.error]
     for campaign in found:
-        finding = campaign.finding
+        finding = cast(findings.Finding, campaign.finding)  # found: the campaigns with one
         out.write("\nFINDING %s (%s): %s\n  where: %s\n  input: %d bytes%s: %s\n  saved: %s\n" % (
             campaign.target, finding.kind, finding.error, finding.signature, len(finding.data),
             " (minimized from %d)" % len(finding.original) if finding.data != finding.original else "",
@@ -266,7 +299,7 @@ def run_campaigns(targets, runs=None, seconds=None, jobs=1, findings_dir="fuzz-f
     return 3 if failed else 0
 
 
-def run_cli(args):
+def run_cli(args: argparse.Namespace) -> int:
     """The `vbms fuzz decoders` command (arguments already parsed and range-checked)."""
     try:
         import atheris  # noqa: F401

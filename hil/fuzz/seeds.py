@@ -12,46 +12,47 @@ the project's encoders fill the gaps (a JK04 settings frame, a 4E57 request).
 import json
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 GOLDEN = Path(__file__).resolve().parents[2] / "tests" / "golden"
 
 JK_300_KINDS = ("dev", "set", "cell24", "cell32", "set04", "cell04")
 
 
-def _golden(name):
+def _golden(name: str) -> dict[str, Any] | None:
     path = GOLDEN / name
     if not path.is_file():
         return None
     return json.loads(path.read_text())
 
 
-def _demo():
+def _demo() -> dict[str, Any]:
     return json.loads(resources.files("hil").joinpath("data/demo_captures.json").read_text())
 
 
-def _jk_golden(*kinds):
+def _jk_golden(*kinds: str) -> list[bytes]:
     document = _golden("jk_frames.json")
     if document is None:
         return []
     return [bytes.fromhex(frame["hex"]) for frame in document["frames"] if frame["kind"] in kinds]
 
 
-def _vectors(*groups):
+def _vectors(*groups: str) -> list[bytes]:
     document = _golden("byd_deye_vectors.json")
     if document is None:
         return []
     return [bytes.fromhex(vector["hex"]) for group in groups for vector in document.get(group, ())]
 
 
-def _unique(frames):
-    seen = []
+def _unique(frames: list[bytes]) -> list[bytes]:
+    seen: list[bytes] = []
     for frame in frames:
         if frame and frame not in seen:
             seen.append(frame)
     return seen
 
 
-def modbus_frames():
+def modbus_frames() -> list[bytes]:
     """Requests and responses: DEYE polls and identity, generic Modbus, JK-PB trigger and ACK."""
     from vbms_core import deye, modbus
 
@@ -69,7 +70,7 @@ def modbus_frames():
     )
 
 
-def deye_requests():
+def deye_requests() -> list[bytes]:
     """What the inverter sends: register reads and identity requests first."""
     from vbms_core import modbus
 
@@ -78,7 +79,7 @@ def deye_requests():
     return _unique(requests + frames)
 
 
-def byd_frames():
+def byd_frames() -> list[bytes]:
     from vbms_core import byd
 
     demo = _demo()
@@ -87,7 +88,7 @@ def byd_frames():
     return _unique(_vectors("byd_requests", "byd_responses") + replies + built)
 
 
-def jk_frames():
+def jk_frames() -> list[bytes]:
     """300-byte 55AA frames of every type and layout (extra bytes after some)."""
     from vbms_core import jk_frames as codec
 
@@ -106,21 +107,21 @@ def jk_frames():
     return _unique(real + built + [bytes(logbook)] + _jk_golden("raw"))
 
 
-def jk_commands():
+def jk_commands() -> list[bytes]:
     from vbms_core import jk_ble
 
     built = [jk_ble.encode_command(jk_ble.GET_DEVICE_INFO), jk_ble.encode_command(0x1D, 1, 4)]
     return _unique(_jk_golden("c") + built)
 
 
-def jk_notifications():
+def jk_notifications() -> list[bytes]:
     """Notification chunks in wire order: the real BLE session, then the raw buffers."""
     demo = _demo()
     chunks = [bytes.fromhex(event["hex"]) for event in demo["ble_session"]["events"] if event["op"] == "Notify"]
     return chunks + _jk_golden("raw")
 
 
-def jk_pb_replies():
+def jk_pb_replies() -> list[bytes]:
     """Trigger replies: the 55AA frame followed by the FC 0x10 acknowledgement."""
     demo = _demo()
     replies = [bytes.fromhex(demo["rs485_jk_pb"]["reply"])]
@@ -132,7 +133,7 @@ def jk_pb_replies():
     return _unique(replies + jk_frames()[:4])
 
 
-def e57_frames():
+def e57_frames() -> list[bytes]:
     from vbms_core import jk_4e57
 
     built = [

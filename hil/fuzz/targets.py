@@ -21,6 +21,8 @@ only together with those files.
 import json
 import struct
 import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from vbms_core import app, battery, byd, config, deye, jk_4e57, jk_ble, jk_frames, jk_pb, modbus, rpc
 from vbms_core import events as ev
@@ -29,6 +31,7 @@ from vbms_core.errors import LocalProtocolError, RemoteProtocolError
 from vbms_core.modbus import NEED_DATA
 
 from . import checksums, seeds
+from .checksums import Repair
 
 # CPU time allowed per KiB of input the code under test processed (at least one KiB's worth).
 # A frame decoder takes well under a millisecond even instrumented: the limit catches blow-ups
@@ -44,9 +47,13 @@ class SlowInput(Exception):
     """One input took longer than its CPU time limit, three times in a row."""
 
 
-def require(condition, message, *args):
+def require(condition: object, message: str, *args: object) -> None:
     if not condition:
         raise InvariantViolation(message % args if args else message)
+
+
+# check(data): raises on a finding; returns None, or (a script target) how many bytes it fed the code under test
+Check = Callable[[bytes], int | None]
 
 
 class Target:
@@ -61,7 +68,16 @@ class Target:
 
     __slots__ = ("name", "summary", "check", "seeds", "repair", "max_len", "accepts")
 
-    def __init__(self, name, summary, check, seeds, repair=None, max_len=1100, accepts="RemoteProtocolError"):
+    def __init__(
+        self,
+        name: str,
+        summary: str,
+        check: Check,
+        seeds: Callable[[], list[bytes]],
+        repair: Repair | None = None,
+        max_len: int = 1100,
+        accepts: str = "RemoteProtocolError",
+    ) -> None:
         self.name = name
         self.summary = summary
         self.check = check
@@ -71,7 +87,7 @@ class Target:
         self.accepts = accepts
 
 
-def run_bounded(check, data, per_kib_s=SLOW_S_PER_KIB):
+def run_bounded(check: Check, data: bytes, per_kib_s: float = SLOW_S_PER_KIB) -> None:
     """check(data), raising SlowInput when it keeps taking more CPU than the input's size allows.
 
     The limit is per_kib_s per KiB processed: the input's length, or what check
@@ -85,16 +101,16 @@ def run_bounded(check, data, per_kib_s=SLOW_S_PER_KIB):
     limit_s = per_kib_s * max(1.0, (len(data) if processed is None else processed) / 1024)
     if time.perf_counter() - start <= limit_s:
         return
-    best = None
+    best: float | None = None
     for _ in range(3):
         begin = time.process_time()
         check(data)
         spent = time.process_time() - begin
         best = spent if best is None else min(best, spent)
-    if best > limit_s:
+    if best > limit_s:  # type: ignore[operator]  # the loop ran: best is a time
         raise SlowInput(
             "%.1f ms of CPU for one input (%d bytes; limit %.1f ms)"
-            % (best * 1e3, len(data) if processed is None else processed, limit_s * 1e3)
+            % (best * 1e3, len(data) if processed is None else processed, limit_s * 1e3)  # type: ignore[operator]
         )
 
 
@@ -109,42 +125,42 @@ class Reader:
 
     __slots__ = ("data", "position", "deep_levels")
 
-    def __init__(self, data):
+    def __init__(self, data: bytes) -> None:
         self.data = data
         self.position = 0
         self.deep_levels = DEEP_LEVELS  # what is left for deep chains (_value): one input builds one at most
 
-    def exhausted(self):
+    def exhausted(self) -> bool:
         return self.position >= len(self.data)
 
-    def byte(self):
+    def byte(self) -> int:
         if self.position >= len(self.data):
             return 0
         value = self.data[self.position]
         self.position += 1
         return value
 
-    def u16(self):
+    def u16(self) -> int:
         return self.byte() << 8 | self.byte()
 
-    def take(self, count):
+    def take(self, count: int) -> bytes:
         chunk = bytes(self.data[self.position : self.position + count])
         self.position += count
         return chunk
 
 
-def _crc_ok(frame):
+def _crc_ok(frame: bytes) -> bool:
     return 4 <= len(frame) and checksums.crc16_modbus(frame[:-2]) == frame[-2] | frame[-1] << 8
 
 
-def _json_ok(result, what):
+def _json_ok(result: object, what: str) -> None:
     try:
         json.dumps(result, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise InvariantViolation("%s is not JSON-serializable: %s" % (what, error)) from error
 
 
-def _registers_ok(reading):
+def _registers_ok(reading: battery.Reading) -> None:
     """The next step of the proxy: a reading becomes the 25 DEYE registers."""
     registers = deye.registers_from_reading(reading, 55200, 100000)
     require(len(registers) == deye.REGISTER_COUNT, "%d DEYE registers, not 25", len(registers))
@@ -157,7 +173,7 @@ def _registers_ok(reading):
 BAUD_RATES = (9600, 19200, 115200, 1200)
 
 
-def _drain_framer(framer, now_us, frames, limit):
+def _drain_framer(framer: modbus.RtuFramer, now_us: int, frames: list[modbus.RtuFrame], limit: int) -> None:
     for _ in range(limit):
         event = framer.next_event(now_us)
         if event is NEED_DATA:
@@ -166,7 +182,7 @@ def _drain_framer(framer, now_us, frames, limit):
     raise InvariantViolation("RtuFramer.next_event keeps returning frames (%d and counting)" % limit)
 
 
-def framer_check(factory=modbus.RtuFramer):
+def framer_check(factory: Callable[[int], modbus.RtuFramer] = modbus.RtuFramer) -> Callable[[bytes], int]:
     """modbus.RtuFramer: bytes with their times in, frames split on t3.5 silence out.
 
     Script: baud selector byte (9600, 19200, 115200, 1200), then records
@@ -182,15 +198,15 @@ def framer_check(factory=modbus.RtuFramer):
     an overflowed frame is flagged and holds MAX_ADU bytes.
     """
 
-    def check(data):
+    def check(data: bytes) -> int:
         reader = Reader(data)
         framer = factory(BAUD_RATES[reader.byte() & 3])
         char_us = framer.char_us
         clock_us = 0
         last_byte_us = 0
         fed = bytearray()
-        frames = []
-        starts = []
+        frames: list[modbus.RtuFrame] = []
+        starts: list[int] = []
         while not reader.exhausted():
             control = reader.byte()
             gap_us = reader.byte() * char_us * (16 if control & 0x10 else 1) // 4
@@ -245,7 +261,19 @@ def framer_check(factory=modbus.RtuFramer):
     return check
 
 
-def modbus_request_check(decode=modbus.decode_request):
+# what modbus.decode_request returns
+ModbusRequest = (
+    modbus.ReadRequest
+    | modbus.WriteSingle
+    | modbus.WriteMultipleRequest
+    | modbus.ReportIdRequest
+    | modbus.UnknownRequest
+)
+
+
+def modbus_request_check(
+    decode: Callable[[bytes], ModbusRequest] = modbus.decode_request,
+) -> Callable[[bytes], None]:
     """modbus.decode_request on one ADU.
 
     Invariant: a decoded request had a valid CRC, its unit and function are
@@ -253,7 +281,7 @@ def modbus_request_check(decode=modbus.decode_request):
     a function we do not implement), and encoding it again gives the same bytes.
     """
 
-    def check(data):
+    def check(data: bytes) -> None:
         try:
             event = decode(data)
         except RemoteProtocolError:
@@ -281,7 +309,7 @@ def modbus_request_check(decode=modbus.decode_request):
     return check
 
 
-def modbus_response_check(data):
+def modbus_response_check(data: bytes) -> None:
     """modbus.decode_response on one ADU; invariant as for requests, with response_length."""
     try:
         event = modbus.decode_response(data)
@@ -308,16 +336,16 @@ DEYE_FRESH_UNITS = (0, 1, 7, 14)
 DEYE_STALE_UNIT = 5
 
 
-def _with_crc(body):
+def _with_crc(body: bytes) -> bytes:
     crc = checksums.crc16_modbus(body)
     return bytes(body) + bytes((crc & 0xFF, crc >> 8))
 
 
-def _deye_registers(unit):
+def _deye_registers(unit: int) -> list[int]:
     return [(unit << 8 | index) & 0xFFFF for index in range(deye.REGISTER_COUNT)]
 
 
-def deye_check():
+def deye_check() -> Callable[[bytes], None]:
     """deye.DeyeSlave.handle: the DEYE request path (one inverter request, one reply or silence).
 
     Units 0, 1, 7 and 14 hold fresh data, unit 5 stale data, the rest none.
@@ -328,14 +356,15 @@ def deye_check():
     (0x11), or exception 03 (count), 02 (range) or 01 (function).
     """
     slave = deye.DeyeSlave(DEYE_STALE_US)
-    identities = {}
+    identities: dict[int, bytes] = {}
     for unit in DEYE_FRESH_UNITS + (DEYE_STALE_UNIT,):
         identities[unit] = deye.encode_identity("VBMS-%d" % unit, "SN%04d" % unit)
         updated = DEYE_NOW_US - (DEYE_STALE_US + 1 if unit == DEYE_STALE_UNIT else 1000)
         slave.set_unit(unit, _deye_registers(unit), identities[unit], updated)
-    expected_replies = {}
+    expected_replies: dict[tuple[int, ...], bytes] = {}  # (unit, function, address, count or exception code)
 
-    def expected_reply(data):
+    def expected_reply(data: bytes) -> bytes:
+        key: tuple[int, ...]
         unit = data[0]
         function = data[1]
         if function == modbus.READ_INPUT:
@@ -358,11 +387,11 @@ def deye_check():
                 expected_replies[key] = _with_crc(bytes((unit, function, len(identity))) + identity)
         else:
             key = (unit, function, modbus.ILLEGAL_FUNCTION)
-        if key not in expected_replies:
-            expected_replies[key] = _with_crc(bytes((unit, function | 0x80, key[2])))
+        if key not in expected_replies:  # an exception: the identity's 2-tuple key was added above
+            expected_replies[key] = _with_crc(bytes((unit, function | 0x80, key[2])))  # type: ignore[misc]
         return expected_replies[key]
 
-    def check(data):
+    def check(data: bytes) -> None:
         reply = slave.handle(data, DEYE_NOW_US)
         length = len(data)
         function = data[1] if length >= 2 else None
@@ -372,7 +401,7 @@ def deye_check():
             and (
                 (function == modbus.READ_INPUT and length == 8)
                 or (function == modbus.REPORT_ID and length == 4)
-                or (function not in (modbus.READ_INPUT, modbus.REPORT_ID) and not function & 0x80)
+                or (function not in (modbus.READ_INPUT, modbus.REPORT_ID) and not function & 0x80)  # type: ignore[operator]
             )
             and _crc_ok(data)
         )
@@ -391,11 +420,11 @@ def deye_check():
 # --- BYD PRO --------------------------------------------------------------------------------------
 
 
-def _byd_sum_ok(frame):
+def _byd_sum_ok(frame: bytes) -> bool:
     return frame[-1] == sum(frame[1:-1]) & 0xFF
 
 
-def byd_request_check(data):
+def byd_request_check(data: bytes) -> None:
     """byd.decode_request: a decoded request is 8 bytes, its length field and sum8 right."""
     try:
         request = byd.decode_request(data)
@@ -406,7 +435,7 @@ def byd_request_check(data):
     require(request.address == data[0] and request.command == data[4], "address or command differ from the frame")
 
 
-def byd_response_check(data):
+def byd_response_check(data: bytes) -> None:
     """byd.decode_response, then what the proxy does with it (battery reading, DEYE registers)."""
     try:
         status = byd.decode_response(data)
@@ -426,7 +455,7 @@ def byd_response_check(data):
 # --- JK over BLE ----------------------------------------------------------------------------------
 
 
-def jk_command_check(data):
+def jk_command_check(data: bytes) -> None:
     """jk_ble.decode_command: a decoded command is 20 bytes with header and sum8 right."""
     try:
         command = jk_ble.decode_command(data)
@@ -444,7 +473,7 @@ _C8_TRAILER = bytes(jk_ble.encode_command(jk_ble.TRAILER))
 _MAX_STREAM = 4096  # bytes a reassembler script may expand to (a frame record is 300 bytes)
 
 
-def _jk_frame_from(payload, frame_type, checksum_offset=0):
+def _jk_frame_from(payload: bytes, frame_type: int, checksum_offset: int = 0) -> bytes:
     frame = bytearray(jk_frames.FRAME_LENGTH)
     frame[0:4] = jk_frames.HEADER
     frame[4] = frame_type
@@ -454,7 +483,7 @@ def _jk_frame_from(payload, frame_type, checksum_offset=0):
     return bytes(frame)
 
 
-def reassembler_check(factory=jk_ble.JkReassembler):
+def reassembler_check(factory: Callable[[], jk_ble.JkReassembler] = jk_ble.JkReassembler) -> Callable[[bytes], int]:
     """jk_ble.JkReassembler: BLE notification chunks in, 300-byte frames and junk out.
 
     Script: chunk size byte (1 + value), then records [control][length][bytes]:
@@ -470,11 +499,11 @@ def reassembler_check(factory=jk_ble.JkReassembler):
     those frames, in order, with nothing but keep-alives and trailers as junk.
     """
 
-    def check(data):
+    def check(data: bytes) -> int:
         reader = Reader(data)
         chunk_size = 1 + reader.byte()
-        pieces = []
-        inserted = []
+        pieces: list[bytes] = []
+        inserted: list[bytes] = []
         benign = True
         stream = bytearray()
         total = 0
@@ -532,14 +561,14 @@ class _Seen:
 
     __slots__ = ("fed", "frames", "junk_bytes", "odd_junk")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.fed = 0
-        self.frames = []
+        self.frames: list[bytes] = []
         self.junk_bytes = 0
-        self.odd_junk = []
+        self.odd_junk: list[Sequence[str]] = []  # the kinds of junk events that are not benign
 
 
-def _drain_reassembler(reassembler, seen):
+def _drain_reassembler(reassembler: jk_ble.JkReassembler, seen: _Seen) -> None:
     for _ in range(seen.fed + 2):
         event = reassembler.next_event()
         if event is NEED_DATA:
@@ -564,7 +593,7 @@ def _drain_reassembler(reassembler, seen):
     require(accounted == seen.fed, "%d bytes fed, %d accounted for (frames + dropped + held)", seen.fed, accounted)
 
 
-def jk_frame_check(layout):
+def jk_frame_check(layout: str | None) -> Callable[[bytes], None]:
     """jk_frames.decode_frame with one layout (None: auto-detection), then the battery reading.
 
     Invariant: a decoded frame has the header and checksum; counter and layout
@@ -572,7 +601,7 @@ def jk_frame_check(layout):
     result is JSON; a cell-info frame gives a reading and 25 DEYE registers.
     """
 
-    def check(data):
+    def check(data: bytes) -> None:
         try:
             result = jk_frames.decode_frame(data, layout)
         except RemoteProtocolError:
@@ -595,7 +624,7 @@ def jk_frame_check(layout):
 # --- JK over RS485 --------------------------------------------------------------------------------
 
 
-def jk_pb_reply_check(data):
+def jk_pb_reply_check(data: bytes) -> None:
     """jk_pb.decode_trigger_reply and decode_frame(JK02_32S), as the proxy runs them.
 
     Also trigger_reply_length on every prefix: None or a length the reply can have.
@@ -620,7 +649,7 @@ def jk_pb_reply_check(data):
         _registers_ok(battery.from_jk(decoded, None))
 
 
-def jk_pb_registers_check(data):
+def jk_pb_registers_check(data: bytes) -> None:
     """jk_pb block reads: block_of, image_from_frame, wire_image and registers_from_image.
 
     Script: register (u16), count (byte), then the 55AA frame the image comes
@@ -651,7 +680,7 @@ def jk_pb_registers_check(data):
         require(isinstance(word, int) and 0 <= word <= 0xFFFF, "register value %r is not a word", word)
 
 
-def e57_check(data):
+def e57_check(data: bytes) -> None:
     """jk_4e57.decode (request or response) and decode_response (the proxy's call), then the reading."""
     for decoder in (jk_4e57.decode, jk_4e57.decode_response):
         try:
@@ -669,7 +698,7 @@ def e57_check(data):
 # --- the dissector --------------------------------------------------------------------------------
 
 
-def dissect_check(protocol):
+def dissect_check(protocol: str) -> Callable[[bytes], None]:
     """vbms_core.dissect.dissect for one protocol (JK ones with every layout), and guess_protocol.
 
     Invariant: a dict naming the protocol and the frame length, JSON-serializable;
@@ -677,7 +706,7 @@ def dissect_check(protocol):
     """
     layouts = ("auto",) + jk_frames.LAYOUTS if protocol in ("jk-ble", "jk-pb") else (None,)
 
-    def check(data):
+    def check(data: bytes) -> None:
         guessed = guess_protocol(data)
         require(guessed is None or guessed in PROTOCOLS, "guess_protocol says %r", guessed)
         for layout in layouts:
@@ -703,11 +732,11 @@ _FROZEN_SLOT_FIELDS = ("type", "name", "addr", "serial", "voltage", "max_charge_
 _SECTIONS = ("app", "pins", "rpc", "mqtt", "device") + tuple("bms%d" % slot for slot in range(15))
 
 
-def _grown(frozen, current):
+def _grown(frozen: Sequence[str], current: Iterable[str]) -> tuple[str, ...]:
     return tuple(frozen) + tuple(item for item in current if item not in frozen)
 
 
-def _slot_keys(fields):
+def _slot_keys(fields: Sequence[str]) -> tuple[str, ...]:
     return tuple("bms%d.%s" % (slot, field) for slot in range(15) for field in fields)
 
 
@@ -725,7 +754,7 @@ _ODD_CHARACTERS = ("\u00b2", "\u0663", "\u2460", "\u00b9", "\uff11", "\u0000", "
                    "\u200b", ".", ":", "\x7f", "\u2028", "\ufeff", "\u00df")  # fmt: skip
 
 
-def _text(reader):
+def _text(reader: Reader) -> str:
     characters = []
     for _ in range(reader.byte() % 24):
         code = reader.byte()
@@ -742,7 +771,7 @@ def _text(reader):
     return "".join(characters)
 
 
-def _key(reader):
+def _key(reader: Reader) -> str | int:
     tag = reader.byte()
     if tag < 128:
         return _KEYS[tag % len(_KEYS)]
@@ -756,7 +785,7 @@ def _key(reader):
     return _text(reader)
 
 
-def _value(reader, depth):
+def _value(reader: Reader, depth: int) -> Any:
     tag = reader.byte()
     kind = tag % 10
     if kind <= 1:
@@ -790,20 +819,20 @@ def _value(reader, depth):
     return text.lower() if tag & 0x80 else text[: reader.byte() % 18] if tag & 0x40 else str(reader.byte())
 
 
-def _object(reader, depth):
-    result = {}
+def _object(reader: Reader, depth: int) -> dict[str | int, Any]:
+    result: dict[str | int, Any] = {}
     for _ in range(reader.byte() % 8 if depth < 6 else 0):
         key = _key(reader)
         result[key] = _value(reader, depth) if reader.byte() & 3 else _object(reader, depth + 1)
     return result
 
 
-def config_tree(reader):
+def config_tree(reader: Reader) -> dict[str | int, Any]:
     """A JSON-like configuration from a script (objects with string keys, lists, numbers, text, null)."""
     return _object(reader, 0)
 
 
-def _snapshot(value, depth_limit=50):
+def _snapshot(value: object, depth_limit: int = 50) -> str | None:
     """repr(value) to compare before and after, or None for a structure too deep to repr."""
     stack = [(value, 0)]
     while stack:
@@ -817,12 +846,12 @@ def _snapshot(value, depth_limit=50):
     return repr(value)
 
 
-def _config_ok(result):
+def _config_ok(result: object) -> None:
     require(isinstance(result, dict) and set(result) == set(config.defaults()), "not a complete configuration")
     require(config.validate(result) == result, "a validated configuration does not validate to itself")
 
 
-def config_validate_check(data):
+def config_validate_check(data: bytes) -> None:
     """config.validate on a JSON-like structure: a complete config or ConfigError; the input untouched."""
     tree = config_tree(Reader(data))
     before = _snapshot(tree)
@@ -835,7 +864,7 @@ def config_validate_check(data):
         _config_ok(result)
 
 
-def config_merge_check(data):
+def config_merge_check(data: bytes) -> None:
     """config.merge(valid config, changes): a valid config or ConfigError; the config left as it was."""
     reader = Reader(data)
     try:
@@ -856,10 +885,10 @@ def config_merge_check(data):
 _RPC_TOKEN = "fuzz-token-0123456789"
 _RPC_METHODS = sorted(rpc.METHODS) + ["", "vbms.getsummary", "Config.Set ", "Sys", "No.Such"]
 _RPC_ERRORS = (rpc.UNKNOWN_METHOD, rpc.BAD_PARAMS, rpc.DEVICE_ERROR, rpc.UNAUTHORIZED)
-_rpc_base = []
+_rpc_base: list[dict[str, Any]] = []  # the validated configuration every call starts from, built once
 
 
-def rpc_check(data):
+def rpc_check(data: bytes) -> None:
     """Proxy.feed(RpcCall) with a drawn method, parameters and token: one RpcReply (none while a ScanBLE
     waits for its scan), a JSON result or an error with a known code and a message; a call that failed
     left the configuration as it was."""
@@ -892,7 +921,7 @@ def rpc_check(data):
             require(proxy.config == before, "the failed call %r changed the configuration", method)
 
 
-def _rpc_seeds():
+def _rpc_seeds() -> list[bytes]:
     calls = []
     for index in range(len(rpc.METHODS)):
         for shape in (0, 1, 4, 5):
@@ -906,7 +935,7 @@ def _rpc_seeds():
 # --- script seeds ---------------------------------------------------------------------------------
 
 
-def _framer_seeds():
+def _framer_seeds() -> list[bytes]:
     scripts = []
     frames = seeds.modbus_frames()
     for baud in range(4):
@@ -921,7 +950,7 @@ def _framer_seeds():
     return scripts + [bytes(flood)]
 
 
-def _reassembler_seeds():
+def _reassembler_seeds() -> list[bytes]:
     scripts = []
     notifications = seeds.jk_notifications()
     for chunk_size in (19, 127, 243):
@@ -935,17 +964,17 @@ def _reassembler_seeds():
     return scripts
 
 
-def _registers_seeds():
+def _registers_seeds() -> list[bytes]:
     frames = seeds.jk_frames()[:3]
     return [struct.pack(">HB", register, count) + frame for register, count in ((0x1200, 64), (0x1400, 8), (0x1000, 1))
             for frame in frames]  # fmt: skip
 
 
-def _encode_text(text):
+def _encode_text(text: str) -> bytes:
     return bytes((len(text),)) + bytes(ord(char) - 0x20 for char in text)
 
 
-def _encode_value(value):
+def _encode_value(value: Any) -> bytes:
     """The script config_tree reads back as value (seeds only: ASCII text, known numbers)."""
     if isinstance(value, dict):
         script = bytearray((len(value),))
@@ -974,12 +1003,12 @@ _CONFIG_EXAMPLES = (
 )
 
 
-def _config_seeds():
+def _config_seeds() -> list[bytes]:
     scripts = [_encode_value(example) for example in _CONFIG_EXAMPLES]
     return scripts + [scripts[0] + b"\x01" + scripts[1], scripts[1] + b"\x01" + scripts[2], bytes(range(0, 256, 7))]
 
 
-def _dissect_target(protocol, repair, frames):
+def _dissect_target(protocol: str, repair: Repair, frames: Callable[[], list[bytes]]) -> Target:
     return Target(
         "dissect-" + protocol,
         "vbms_core.dissect.dissect('%s', frame%s)"
@@ -991,7 +1020,7 @@ def _dissect_target(protocol, repair, frames):
     )
 
 
-def _targets():
+def _targets() -> dict[str, Target]:
     targets = [
         Target("modbus-framer", "modbus.RtuFramer fed chunks with times (a script)", framer_check(), _framer_seeds,
                None, max_len=2048, accepts="none"),

@@ -41,6 +41,8 @@ A problem is a finding: a JSON file with the bytes sent and received and their t
 `vbms fuzz replay` reproduces.
 """
 
+from __future__ import annotations
+
 import collections
 import hashlib
 import json
@@ -48,11 +50,26 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from . import grammar
 from .checks import Checker, Evidence, delivered_count
 from .line import Line, ReplySplitter
+
+if TYPE_CHECKING:
+    import argparse
+    import random
+
+    from simulators.battery import BatteryModel
+    from simulators.byd.device import BydModule
+    from simulators.jk.ble import JkBlePeripheral
+    from simulators.jk.device import JkBms
+
+    from ..benchfile import Bench
+    from ..trace import Trace
+    from .stand_in import BleMangling, BmsStandIn
 
 BURST_FRAMES = (10, 60)  # malformed frames per burst, drawn
 GAP_MARGIN_S = 0.003  # past t3.5 between frames that stand alone
@@ -72,6 +89,68 @@ class WireError(Exception):
     """The campaign cannot run (bench, port, device under test): the message says what to do."""
 
 
+class DutProcess(Protocol):
+    """What the liveness checks ask of the device under test's process: a subprocess.Popen, or replay's _Crashed."""
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+
+class World(Protocol):
+    """What a campaign uses of a started bench: hil/sim.py Simulation, or hil/fuzz/replay.py DesWorld."""
+
+    @property
+    def bench(self) -> Bench: ...
+
+    @property
+    def batteries(self) -> Mapping[int, BatteryModel]: ...
+
+    @property
+    def devices(self) -> Mapping[int, BydModule | JkBms]: ...
+
+    @property
+    def peripherals(self) -> Mapping[int, JkBlePeripheral]: ...
+
+    @property
+    def trace(self) -> Trace: ...
+
+    @property
+    def dut_process(self) -> DutProcess | None: ...
+
+    @property
+    def dut_token(self) -> str | None: ...
+
+    def rpc(
+        self, method: str, params: dict[str, Any] | None = None, token: str | None = None, timeout_s: float = 10
+    ) -> tuple[int, Any]: ...
+
+    def stop(self) -> None: ...
+
+
+class InverterLine(Protocol):
+    """The campaign's end of the inverter bus: hil/fuzz/line.py Line, or hil/fuzz/replay.py DesLine."""
+
+    @property
+    def char_s(self) -> float: ...
+
+    @property
+    def t35_s(self) -> float: ...
+
+    @property
+    def free_s(self) -> float: ...
+
+    @property
+    def last_rx_s(self) -> float: ...
+
+    def write(self, data: bytes) -> float: ...
+
+    def read(self, timeout_s: float) -> list[tuple[float, bytes]]: ...
+
+    def close(self) -> None: ...
+
+
 # --- the campaign --------------------------------------------------------------------------------
 
 
@@ -80,12 +159,32 @@ class Stats:
                  "crashes", "answerable", "answerable_ok", "answerable_repeated", "stale_served", "stale_silent",
                  "merges", "dut_errors", "started_s", "ended_s", "kinds")  # fmt: skip
 
-    def __init__(self):
+    frames: int
+    writes: int
+    valid: int
+    answered: int
+    repeated: int
+    wrong: int
+    unanswered: int
+    optional_unanswered: int
+    crashes: int
+    answerable: int
+    answerable_ok: int
+    answerable_repeated: int
+    stale_served: int
+    stale_silent: int
+    merges: int
+    dut_errors: int
+    started_s: float
+    ended_s: float
+    kinds: collections.Counter[str]
+
+    def __init__(self) -> None:
         for name in self.__slots__:
             setattr(self, name, 0)
         self.kinds = collections.Counter()
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) if name != "kinds" else dict(self.kinds) for name in self.__slots__}
 
 
@@ -94,7 +193,17 @@ class Outstanding:
 
     __slots__ = ("frame", "expectation", "sent_s", "deadline_s", "required", "valid", "event", "repeat", "missed")
 
-    def __init__(self, frame, expectation, sent_s, deadline_s, required, valid, event, repeat=False):
+    def __init__(
+        self,
+        frame: bytes,
+        expectation: grammar.Expectation,
+        sent_s: float,
+        deadline_s: float,
+        required: bool,
+        valid: bool,
+        event: dict[str, Any],
+        repeat: bool = False,
+    ) -> None:
         self.frame = frame
         self.expectation = expectation
         self.sent_s = sent_s
@@ -107,15 +216,16 @@ class Outstanding:
 
 
 class Problem(Exception):
-    def __init__(self, kind, detail):
+    def __init__(self, kind: str, detail: str) -> None:
         super().__init__("%s: %s" % (kind, detail))
         self.kind = kind
         self.detail = detail
 
 
 class WireCampaign:
-    def __init__(self, bench, bench_ref, port, dut="vbms", frames=2000, seed=1, findings_dir="fuzz-findings",
-                 out=None, command_line=None, max_findings=20, stale_s=None):  # fmt: skip
+    def __init__(self, bench: Bench, bench_ref: str, port: str, dut: str = "vbms", frames: int = 2000, seed: int = 1,
+                 findings_dir: str | Path = "fuzz-findings", out: TextIO | None = None, command_line: str | None = None,
+                 max_findings: int = 20, stale_s: int | None = None) -> None:  # fmt: skip
         if port not in PORTS:
             raise WireError("--port must be one of %s, not %r" % (", ".join(PORTS), port))
         self.bench = bench
@@ -129,29 +239,32 @@ class WireCampaign:
         self.out = sys.stdout if out is None else out
         self.command_line = command_line or ""
         self.max_findings = max_findings
-        self.clock = time.monotonic  # a simulated-time world replaces it (hil/fuzz/replay.py)
+        self.clock: Callable[[], float] = time.monotonic  # a simulated-time world replaces it (hil/fuzz/replay.py)
         self.stats = Stats()
-        self.script = collections.deque(maxlen=SCRIPT_KEEP)
-        self.findings = []
-        self.sim = None
-        self.line = None
-        self.splitter = None
-        self.evidence = None
-        self.checker = None
-        self.outstanding = []
-        self.recent_writes = collections.deque(maxlen=12)  # (start, end on the wire, bytes): merges, collisions
+        self.script: collections.deque[dict[str, Any]] = collections.deque(maxlen=SCRIPT_KEEP)
+        self.findings: list[dict[str, Any]] = []
+        # set by start() or attach(), which every other method but stop() runs after
+        self.sim: World = None  # type: ignore[assignment]
+        self.line: InverterLine = None  # type: ignore[assignment]
+        self.splitter: ReplySplitter = None  # type: ignore[assignment]
+        self.evidence: Evidence = None  # type: ignore[assignment]
+        self.checker: Checker = None  # type: ignore[assignment]
+        self.outstanding: list[Outstanding] = []
+        # (start, end on the wire, bytes): merges, collisions
+        self.recent_writes: collections.deque[tuple[float, float, bytes]] = collections.deque(maxlen=12)
         self.configured = sorted(spec.slot for spec in bench.batteries)
         self.realtime = True
-        self.hand = None  # the stand-in or the BLE mangling, while a bms or ble campaign runs
+        # the stand-in or the BLE mangling, while a bms or ble campaign runs
+        self.hand: BmsStandIn | BleMangling | None = None
         self.stale_s = stale_s  # None: the device under test's own app.stale_s
-        self.t0 = None
+        self.t0: float = None  # type: ignore[assignment]  # set by attach(), as sim is
         self._log_offset = 0
         self._lock = threading.RLock()
         self._stop = False
 
     # --- set-up ---------------------------------------------------------------------------------
 
-    def start(self):
+    def start(self) -> None:
         from ..sim import Simulation
 
         if not self.bench.inverter:
@@ -166,7 +279,9 @@ class WireCampaign:
         bus = self.sim.buses[self.bench.inverter["bus"]]
         self.attach(self.sim, Line(bus.endpoint("inverter").path, bus.baud))
 
-    def attach(self, world, line, clock=None, realtime=True):
+    def attach(
+        self, world: World, line: InverterLine, clock: Callable[[], float] | None = None, realtime: bool = True
+    ) -> None:
         """Take a started world (a Simulation, or anything with its surface) and the line to its inverter bus."""
         self.sim = world
         self.line = line
@@ -184,13 +299,13 @@ class WireCampaign:
         kinds = {spec.slot: "ble" if spec.type == "jk_ble" else "rs485" for spec in self.bench.batteries}
         self.evidence = Evidence(self.stale_s, kinds, self.t0)
 
-    def _rpc(self, method, params=None):
+    def _rpc(self, method: str, params: dict[str, Any] | None = None) -> tuple[Any, int]:
         status, body = self.sim.rpc(method, params or {}, self.sim.dut_token, timeout_s=5)
         if status != 200:
             raise WireError("RPC %s answered %s: %s" % (method, status, body))
         return body, status
 
-    def _watch_devices(self, skip=()):
+    def _watch_devices(self, skip: Collection[int] = ()) -> None:
         """Evidence from the simulated modules themselves, except the ones the campaign stands in for."""
         for spec in self.bench.batteries:
             if spec.slot in skip:
@@ -201,7 +316,7 @@ class WireCampaign:
             else:  # an RS485 module, or a JK module of the simulated-time bench (its frames: counter)
                 self.evidence.watch(spec.slot, lambda d=self.sim.devices[spec.slot]: delivered_count(d))
 
-    def warm_up(self):
+    def warm_up(self) -> None:
         """Every configured unit answers a valid read (the bench is up: data has come); identities learned."""
         deadline = self.clock() + WARM_UP_S
         waiting = set(self.configured)
@@ -220,7 +335,7 @@ class WireCampaign:
             if reply is not None and grammar.crc_ok(reply):
                 self.checker.identity(unit, reply[3:-2])
 
-    def _ask(self, request):
+    def _ask(self, request: bytes) -> bytes | None:
         """A plain exchange outside the checks (warm-up): the reply bytes or None."""
         self._wait_until(max(self.line.free_s, self.line.last_rx_s) + SILENCE_S)
         self.line.write(request)
@@ -236,11 +351,11 @@ class WireCampaign:
         self._drain(0)
         return bytes(data) if data else None
 
-    def _drain(self, timeout_s):
+    def _drain(self, timeout_s: float) -> None:
         for _ in self.line.read(timeout_s):
             pass
 
-    def stop(self):
+    def stop(self) -> None:
         self._stop = True
         if self.evidence is not None:
             self.evidence.stop()
@@ -251,17 +366,17 @@ class WireCampaign:
 
     # --- time and the script ------------------------------------------------------------------------
 
-    def now(self):
+    def now(self) -> float:
         return self.clock() - self.t0
 
-    def note(self, op, **fields):
+    def note(self, op: str, **fields: Any) -> dict[str, Any]:
         event = {"t_s": round(self.now(), 5), "op": op}
         event.update(fields)
         with self._lock:
             self.script.append(event)
         return event
 
-    def _wait_until(self, when_s, done=None):
+    def _wait_until(self, when_s: float, done: Callable[[], bool] | None = None) -> None:
         """Read and check what arrives until the monotonic time when_s, or until done() says so."""
         while True:
             now = self.clock()
@@ -271,11 +386,11 @@ class WireCampaign:
             for t_s, data in self.line.read(min(when_s - now, 0.02)):
                 self.splitter.feed(t_s, data)
 
-    def dut_gone(self):
+    def dut_gone(self) -> bool:
         process = self.sim.dut_process
         return process is not None and process.poll() is not None
 
-    def _collect(self, now):
+    def _collect(self, now: float) -> None:
         for t_s, frame in self.splitter.frames(now):
             self._received(t_s, frame)
         for item in [o for o in self.outstanding if o.deadline_s <= now]:
@@ -284,7 +399,7 @@ class WireCampaign:
 
     # --- sending on the inverter bus, and the checks ------------------------------------------------
 
-    def served(self, unit, t_s):
+    def served(self, unit: int, t_s: float) -> str:
         """ "yes": must answer, "no": must be silent, "maybe"."""
         if unit not in self.evidence.kinds:
             return "no"
@@ -294,7 +409,15 @@ class WireCampaign:
             return "no"
         return "maybe"
 
-    def send(self, data, kind, frames=1, pause=grammar.GAP, valid=False, at_s=None):
+    def send(
+        self,
+        data: bytes,
+        kind: str,
+        frames: int = 1,
+        pause: str = grammar.GAP,
+        valid: bool = False,
+        at_s: float | None = None,
+    ) -> grammar.Expectation:
         """One write; a frame a correct slave answers is sent after a proper silence and its reply awaited.
         at_s: send it then (a replay) instead of after the pause."""
         if self.dut_gone():
@@ -309,7 +432,8 @@ class WireCampaign:
             self._wait_until(max(self.line.free_s, self.line.last_rx_s) + SILENCE_S)
         else:
             self._wait_until(self.line.free_s + self.line.t35_s + GAP_MARGIN_S)
-        state = self.served(expectation.unit, self.clock()) if awaited else None
+        # an awaited expectation (not SILENT) has its unit
+        state = self.served(expectation.unit, self.clock()) if awaited else None  # type: ignore[arg-type]
         event = self.note("send", hex=data.hex(), kind=kind, expect=expectation.describe(), valid=valid,
                           served=state)  # fmt: skip
         sent_s = self.line.write(data)
@@ -328,9 +452,19 @@ class WireCampaign:
                 self._repeat(outstanding)
         return expectation
 
-    def _await(self, data, expectation, sent_s, state, valid, event, repeat=False):
+    def _await(
+        self,
+        data: bytes,
+        expectation: grammar.Expectation,
+        sent_s: float,
+        state: str | None,
+        valid: bool,
+        event: dict[str, Any],
+        repeat: bool = False,
+    ) -> Outstanding:
         """Wait for the reply to a frame just sent (checked as it arrives); returns its Outstanding."""
-        reply_s = (5 + (2 * expectation.count if expectation.kind == grammar.REGISTERS else 60)) * self.line.char_s
+        # (a REGISTERS expectation has its count)
+        reply_s = (5 + (2 * expectation.count if expectation.kind == grammar.REGISTERS else 60)) * self.line.char_s  # type: ignore[operator]
         outstanding = Outstanding(data, expectation, sent_s, self.line.free_s + reply_s + REPLY_TIMEOUT_S,
                                   state == "yes", valid, event, repeat)  # fmt: skip
         if state == "no":
@@ -340,12 +474,12 @@ class WireCampaign:
         self._wait_until(self.clock() + SETTLE_S)
         return outstanding
 
-    def _repeat(self, missed):
+    def _repeat(self, missed: Outstanding) -> None:
         """A required reply did not come: the same frame again after a long silence.  Answered now, the
         first was most likely read run together with the frame before it by a device under test whose
         reader was late (a host process timestamps bytes when it reads them); unanswered again, a finding."""
         self._wait_until(max(self.line.free_s, self.line.last_rx_s) + REPEAT_SILENCE_S)
-        state = self.served(missed.expectation.unit, self.clock())
+        state = self.served(missed.expectation.unit, self.clock())  # type: ignore[arg-type]  # awaited: has its unit
         event = self.note("send", hex=missed.frame.hex(), kind="repeat", expect=missed.expectation.describe(),
                           valid=missed.valid, served=state)  # fmt: skip
         sent_s = self.line.write(missed.frame)
@@ -361,20 +495,21 @@ class WireCampaign:
                 self.stats.answerable_repeated += 1
         elif again.missed:
             self.stats.unanswered += 1
+            # (missed was awaited: its expectation has its unit)
             self._finding("unanswered", "%s (%s) got no reply within %.0f ms, nor when repeated after %.0f ms of "
                           "silence; unit %d's module delivered a reading within the staleness limit; %s"
-                          % (missed.frame.hex(), missed.expectation.describe(), 1000 * (missed.deadline_s -
+                          % (missed.frame.hex(), missed.expectation.describe(), 1000 * (missed.deadline_s -  # type: ignore[str-format]
                              missed.sent_s), 1000 * REPEAT_SILENCE_S, missed.expectation.unit,
                              self._on_the_wire(missed.frame)), missed.event)  # fmt: skip
 
-    def _received(self, t_s, frame):
+    def _received(self, t_s: float, frame: bytes) -> None:
         event = self.note("recv", hex=frame.hex())
         try:
             self._check_reply(frame)
         except Problem as problem:
             self._finding(problem.kind, problem.detail, event)
 
-    def _check_reply(self, frame):
+    def _check_reply(self, frame: bytes) -> None:
         if not grammar.crc_ok(frame):
             # judged once the bus has written the frame into its trace (after t3.5): did it collide?
             collision = self._collision(frame)
@@ -390,10 +525,11 @@ class WireCampaign:
             if stale is not None:
                 self.outstanding.remove(stale)
                 self.stats.stale_served += 1
+                # (attach() has set stale_s)
                 raise Problem(
                     "stale-data",
                     "unit %d answered %s to %s although its module delivered nothing for "
-                    "more than app.stale_s = %d s" % (unit, frame.hex(), stale.frame.hex(), self.stale_s),
+                    "more than app.stale_s = %d s" % (unit, frame.hex(), stale.frame.hex(), self.stale_s),  # type: ignore[str-format]
                 )
             if self._explained_by_merge(frame):
                 self.stats.merges += 1
@@ -406,7 +542,7 @@ class WireCampaign:
             raise Problem("wrong-reply", "%s was answered %s; expected %s"
                           % (match.frame.hex(), frame.hex(), expectation.describe()))  # fmt: skip
         if expectation.kind == grammar.REGISTERS:
-            problem = self.checker.registers(unit, expectation.address, _words(frame[3:-2]))
+            problem = self.checker.registers(unit, expectation.address, _words(frame[3:-2]))  # type: ignore[arg-type]
             if problem:
                 raise Problem("wrong-values", "%s was answered %s: %s" % (match.frame.hex(), frame.hex(), problem))
         elif expectation.kind == grammar.IDENTITY:
@@ -418,7 +554,7 @@ class WireCampaign:
         else:
             self.stats.answerable_ok += 1
 
-    def _explained_by_merge(self, frame):
+    def _explained_by_merge(self, frame: bytes) -> bool:
         """A reply a correct slave gives to two or more consecutive writes read as one frame (the
         device under test's reader was late): timing on a loaded host, not a wrong reply."""
         writes = [data for _, _, data in self.recent_writes]
@@ -429,7 +565,7 @@ class WireCampaign:
                     return True
         return False
 
-    def _unanswered(self, item):
+    def _unanswered(self, item: Outstanding) -> None:
         if item.expectation.kind == grammar.SILENT:
             self.stats.stale_silent += 1  # a unit whose data is too old stayed silent: right
             return
@@ -438,10 +574,10 @@ class WireCampaign:
             return
         item.missed = True  # send() repeats it
 
-    def _recent(self):
+    def _recent(self) -> str:
         return ", ".join(data.hex() for _, _, data in list(self.recent_writes)[-6:])
 
-    def _collision(self, frame):
+    def _collision(self, frame: bytes) -> str | None:
         """The write of the campaign's that was on the wire while this reply was, if any: a reply arrives
         when its last byte has (the bus delivers a frame whole), so it was on the wire for its length before."""
         if self.splitter.last_frame_s is None:
@@ -453,7 +589,7 @@ class WireCampaign:
                 return data.hex()
         return None
 
-    def _on_the_wire(self, frame):
+    def _on_the_wire(self, frame: bytes) -> str:
         """How the bus carried a frame (its trace): alone, or run together with what was sent before it."""
         bus = self.bench.inverter["bus"]
         for entry in reversed(self.sim.trace.tail(80)):
@@ -466,12 +602,13 @@ class WireCampaign:
 
     # --- the device under test's health ------------------------------------------------------------
 
-    def alive(self):
+    def alive(self) -> bool:
         process = self.sim.dut_process
         if process is not None and process.poll() is not None:
             self.stats.crashes += 1
             self._finding("crash", "the device under test exited with status %s" % process.returncode, None)
             return False
+        status: int | OSError
         try:
             status, _ = self.sim.rpc("Sys.GetInfo", {}, self.sim.dut_token, timeout_s=10)
         except OSError as error:
@@ -483,7 +620,7 @@ class WireCampaign:
         self._scan_log()
         return True
 
-    def _scan_log(self):
+    def _scan_log(self) -> None:
         path = getattr(self.sim, "dut_log", None)
         if not path or not os.path.exists(path):
             return
@@ -499,7 +636,7 @@ class WireCampaign:
 
     # --- findings ----------------------------------------------------------------------------------
 
-    def _finding(self, kind, detail, event):
+    def _finding(self, kind: str, detail: str, event: dict[str, Any] | None) -> None:
         if kind in ("wrong-reply", "wrong-values", "wrong-identity", "unexpected-reply", "bad-crc-reply"):
             self.stats.wrong += 1
         with self._lock:
@@ -526,12 +663,12 @@ class WireCampaign:
         self.out.write("FINDING %s: %s\n" % (kind, detail.splitlines()[0] if detail else ""))
         self.out.flush()
 
-    def frames_sent(self):
+    def frames_sent(self) -> int:
         return self.hand.malformed if self.hand is not None else self.stats.frames
 
     # --- the three campaigns -----------------------------------------------------------------------
 
-    def replay(self, script):
+    def replay(self, script: list[dict[str, Any]]) -> None:
         """Send the frames of a finding's script again, at their times from the first (hil/fuzz/replay.py)."""
         self._watch_devices()
         self.evidence.start(self.realtime)
@@ -547,7 +684,7 @@ class WireCampaign:
         self.alive()
         self.stats.ended_s = self.clock()
 
-    def run(self):
+    def run(self) -> None:
         self.stats.started_s = self.clock()
         if self.port == "inverter":
             self._watch_devices()
@@ -559,7 +696,7 @@ class WireCampaign:
             self._ble()
         self.stats.ended_s = self.clock()
 
-    def _inverter(self):
+    def _inverter(self) -> None:
         rng = self.random
         inverter = grammar.InverterGrammar(rng, self.configured)
         while self.stats.frames < self.frames_wanted:
@@ -570,18 +707,18 @@ class WireCampaign:
             if not self.alive():
                 return
 
-    def probe(self, rng, inverter_grammar):
+    def probe(self, rng: random.Random, inverter_grammar: grammar.InverterGrammar) -> None:
         """One valid request on the inverter side (bms and ble campaigns)."""
         self.send(inverter_grammar.valid(), "valid", pause=grammar.SILENCE, valid=True)
         self._wait_until(self.clock() + PROBE_PERIOD_S * rng.random())
 
-    def _bms(self):
+    def _bms(self) -> None:
         from .stand_in import BmsStandIn
 
         stand_in = BmsStandIn(self)
         self._with_hand(stand_in, skip=stand_in.slots)
 
-    def _ble(self):
+    def _ble(self) -> None:
         from .stand_in import BleMangling
 
         jk = [spec.slot for spec in self.bench.batteries if spec.type == "jk_ble"]
@@ -589,7 +726,7 @@ class WireCampaign:
             raise WireError("bench %s has no JK BLE battery to mangle the notifications of" % self.bench.name)
         self._with_hand(BleMangling(self, jk), skip=jk)
 
-    def _with_hand(self, hand, skip):
+    def _with_hand(self, hand: BmsStandIn | BleMangling, skip: Collection[int]) -> None:
         """The bms and ble ports: the hand on the battery side sends the malformed traffic while this
         side reads every unit on the inverter bus, checking the device under test is alive each second."""
         self.hand = hand
@@ -613,7 +750,7 @@ class WireCampaign:
 
     # --- the report ----------------------------------------------------------------------------------
 
-    def report(self):
+    def report(self) -> str:
         stats = self.stats
         seconds = max((stats.ended_s or self.clock()) - stats.started_s, 1e-9)
         required = stats.answered + stats.repeated + stats.unanswered
@@ -644,11 +781,11 @@ class WireCampaign:
         return "\n".join(lines) + "\n"
 
 
-def _words(data):
+def _words(data: bytes) -> list[int]:
     return [data[index] << 8 | data[index + 1] for index in range(0, len(data) - 1, 2)]
 
 
-def save_finding(document, directory):
+def save_finding(document: dict[str, Any], directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha1(json.dumps(document["script"], sort_keys=True).encode()).hexdigest()[:12]
@@ -661,13 +798,13 @@ def save_finding(document, directory):
 # --- the command ---------------------------------------------------------------------------------
 
 
-def load_bench(reference):
+def load_bench(reference: str | None) -> Bench:
     from ..benchfile import load, load_default
 
     return load_default() if reference in (None, "default") else load(reference)
 
 
-def run_cli(args):
+def run_cli(args: argparse.Namespace) -> int:
     from ..benchfile import BenchError
 
     try:

@@ -14,32 +14,41 @@ where it was raised, traceback) before libFuzzer saves the input and exits.
 instrumented too): the tests use it to fuzz a deliberately broken decoder.
 """
 
+from __future__ import annotations
+
 import argparse
 import importlib.util
 import json
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .checksums import Repair
+    from .targets import Target
 
 EXTRA_MODULE = "vbms_fuzz_extra_targets"
 
 
-def load_targets(targets_file=None):
+def load_targets(targets_file: str | None = None) -> dict[str, Target]:
     """The target table, with the targets of targets_file added."""
     from . import targets
 
     table = dict(targets.TARGETS)
     if targets_file:
         spec = importlib.util.spec_from_file_location(EXTRA_MODULE, targets_file)
-        module = importlib.util.module_from_spec(spec)
+        # a spec (with a loader) for a .py file; None for a name without a source suffix
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
         sys.modules[EXTRA_MODULE] = module
-        spec.loader.exec_module(module)
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
         table.update(module.TARGETS)
     return table
 
 
-def where(error):
+def where(error: BaseException) -> str:
     """file:line of the innermost frame that raised error, relative to the package roots.
 
     For an invariant violation that is the check that called require(), not require itself.
@@ -58,15 +67,15 @@ def where(error):
             break
     else:
         path = Path(path.name)
-    return "%s:%d" % (path.as_posix(), frame.lineno)
+    return "%s:%d" % (path.as_posix(), frame.lineno)  # type: ignore[str-format]  # a traceback's frames have lines
 
 
-def signature(error):
+def signature(error: BaseException) -> str:
     """What makes two failures the same finding: the exception type and where it was raised."""
     return "%s at %s" % (type(error).__name__, where(error))
 
 
-def describe(error):
+def describe(error: BaseException) -> dict[str, str]:
     return {
         "error": "%s: %s" % (type(error).__name__, str(error)[:500]),
         "signature": signature(error),
@@ -74,7 +83,7 @@ def describe(error):
     }
 
 
-def _instrumented_imports(targets_file):
+def _instrumented_imports(targets_file: str | None) -> dict[str, Target]:
     import atheris
 
     # Only the vbms_core modules the targets import are instrumented (each costs start-up time).
@@ -82,7 +91,7 @@ def _instrumented_imports(targets_file):
         return load_targets(targets_file)
 
 
-def fuzz(args, libfuzzer_args):
+def fuzz(args: argparse.Namespace, libfuzzer_args: list[str]) -> None:
     import atheris
 
     table = _instrumented_imports(args.targets_file)
@@ -93,7 +102,7 @@ def fuzz(args, libfuzzer_args):
     check = target.check
     report = args.report
 
-    def test_one_input(data):
+    def test_one_input(data: bytes) -> None:
         try:
             run_bounded(check, data)
         except Exception as error:
@@ -101,14 +110,14 @@ def fuzz(args, libfuzzer_args):
                 Path(report).write_text(json.dumps(describe(error)))
             raise
 
-    options = {}
+    options: dict[str, Any] = {}
     if target.repair is not None:
         options["custom_mutator"] = make_mutator(target.repair)
     atheris.Setup([sys.argv[0]] + libfuzzer_args, test_one_input, **options)
     atheris.Fuzz()
 
 
-def failure(check, data):
+def failure(check: Callable[[bytes], object], data: bytes) -> str | None:
     """The signature of the finding data triggers, or None when it passes."""
     try:
         check(data)
@@ -117,7 +126,13 @@ def failure(check, data):
     return None
 
 
-def minimize(check, data, repair=None, budget_s=30.0, max_runs=20000):
+def minimize(
+    check: Callable[[bytes], object],
+    data: bytes,
+    repair: Repair | None = None,
+    budget_s: float = 30.0,
+    max_runs: int = 20000,
+) -> bytes:
     """A smaller input with the same failure signature (delta debugging on bytes).
 
     Removes chunks of halving size, then zeroes bytes; with a repair (the
@@ -131,12 +146,12 @@ def minimize(check, data, repair=None, budget_s=30.0, max_runs=20000):
     runs = 0
     best = bytes(data)
 
-    def same(candidate):
+    def same(candidate: bytes) -> bool:
         nonlocal runs
         runs += 1
         return failure(check, candidate) == wanted
 
-    def try_candidate(candidate):
+    def try_candidate(candidate: bytes) -> bytes | None:
         if same(candidate):
             return candidate
         if repair is not None:
@@ -145,7 +160,7 @@ def minimize(check, data, repair=None, budget_s=30.0, max_runs=20000):
                 return fixed
         return None
 
-    def in_budget():
+    def in_budget() -> bool:
         return runs < max_runs and time.monotonic() < deadline
 
     changed = True
@@ -174,18 +189,18 @@ def minimize(check, data, repair=None, budget_s=30.0, max_runs=20000):
     return best
 
 
-def run_minimize(args):
+def run_minimize(args: argparse.Namespace) -> int:
     table = load_targets(args.targets_file)
     target = table[args.target]
     from .targets import run_bounded
 
     data = Path(args.input).read_bytes()
 
-    def check(candidate):
+    def check(candidate: bytes) -> None:
         run_bounded(target.check, candidate)
 
     smaller = minimize(check, data, target.repair, budget_s=args.seconds)
-    result = {"input_hex": smaller.hex()}
+    result: dict[str, str | None] = {"input_hex": smaller.hex()}
     try:
         check(smaller)
         result["error"] = None
@@ -195,9 +210,9 @@ def run_minimize(args):
     return 0
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    libfuzzer_args = []
+    libfuzzer_args: list[str] = []
     if "--" in argv:
         index = argv.index("--")
         argv, libfuzzer_args = argv[:index], argv[index + 1 :]

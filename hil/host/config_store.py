@@ -3,13 +3,16 @@
 import json
 import os
 import tempfile
+from typing import Any
 
 from vbms_core import config as config_module
+
+from . import LogFunction
 
 TEMPORARY_PREFIX = ".vbms-config-"
 
 
-def parse_json(text):
+def parse_json(text: str | bytes | bytearray) -> Any:
     """JSON from a request body, frame or file; ValueError with a reason for anything unusable
     (not JSON, not UTF-8, nested too deep for the parser)."""
     try:
@@ -20,7 +23,7 @@ def parse_json(text):
         raise ValueError("not UTF-8 text (%s)" % error.reason) from None
 
 
-def save_config_atomically(path, flat_config):
+def save_config_atomically(path: str, flat_config: dict[str, Any]) -> None:
     """Write, sync, rename: a power cut leaves the old file or the new one, never half of one."""
     directory = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, dir=directory)
@@ -41,7 +44,7 @@ def save_config_atomically(path, flat_config):
         raise
 
 
-def load_config(path, log):
+def load_config(path: str, log: LogFunction) -> dict[str, Any]:
     """The validated config; a missing file gives the defaults.  Raises ConfigError / ValueError."""
     if not os.path.exists(path):
         log("config_missing", path=path, note="starting from the defaults")
@@ -54,11 +57,11 @@ def load_config(path, log):
     return config_module.validate(data)
 
 
-def remove_leftovers(path):
+def remove_leftovers(path: str) -> list[str]:
     """Temporary files of saves that never finished (a killed process): each is a full copy
     of the configuration, token included, so they do not stay.  Returns their names."""
     directory = os.path.dirname(os.path.abspath(path))
-    removed = []
+    removed: list[str] = []
     for name in os.listdir(directory):
         if name.startswith(TEMPORARY_PREFIX):
             try:

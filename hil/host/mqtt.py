@@ -1,6 +1,17 @@
 """The driver's MQTT side (paho-mqtt, its own thread)."""
 
+from __future__ import annotations
+
 import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import LogFunction
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import Client, ConnectFlags, MQTTMessage
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
 
 
 class MqttLink:
@@ -11,7 +22,16 @@ class MqttLink:
     to <src>/rpc, or to <prefix>/<device id>/rpc/response without a src.
     """
 
-    def __init__(self, server, client_id, status_topic, rpc_topic, on_connected, on_frame, log):
+    def __init__(
+        self,
+        server: str,
+        client_id: str,
+        status_topic: str,
+        rpc_topic: str,
+        on_connected: Callable[[], None],
+        on_frame: Callable[[bytes | bytearray], None],
+        log: LogFunction,
+    ) -> None:
         import paho.mqtt.client as mqtt
 
         host, _, port = server.partition(":")
@@ -22,7 +42,9 @@ class MqttLink:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
         self.client.will_set(status_topic, "offline", retain=True)
 
-        def connected(client, userdata, flags, reason, properties):
+        def connected(
+            client: Client, userdata: Any, flags: ConnectFlags, reason: ReasonCode, properties: Properties | None
+        ) -> None:
             if reason.is_failure:
                 log("mqtt_refused", level="warning", reason=str(reason))
                 return
@@ -30,7 +52,7 @@ class MqttLink:
             log("mqtt_connected", server=server)
             self.loop.call_soon_threadsafe(on_connected)
 
-        def message(client, userdata, received):
+        def message(client: Client, userdata: Any, received: MQTTMessage) -> None:
             self.loop.call_soon_threadsafe(on_frame, received.payload)
 
         self.client.on_connect = connected
@@ -39,10 +61,10 @@ class MqttLink:
         self.client.connect_async(host, int(port or 1883))
         self.client.loop_start()
 
-    def publish(self, topic, text, retain=False):
+    def publish(self, topic: str, text: str, retain: bool = False) -> None:
         self.client.publish(topic, text, qos=0, retain=retain)
 
-    def close(self):
+    def close(self) -> None:
         self.client.publish(self.status_topic, "offline", qos=0, retain=True)
         self.client.disconnect()
         self.client.loop_stop()

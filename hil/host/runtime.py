@@ -7,36 +7,44 @@ that vanishes is reopened with backoff.  No fixed default password: without
 rpc.auth_token a random one is generated, saved, and printed once on the console.
 """
 
+from __future__ import annotations
+
 import asyncio
 import json
 import secrets
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Coroutine
+from typing import TYPE_CHECKING, Any, TextIO
 
 from vbms_core import app as app_module
 from vbms_core import config as config_module
 from vbms_core import events as ev
 from vbms_core import telemetry
 
+from . import CoreInput, LogFunction
 from .ble import BleCentral
 from .config_store import load_config, remove_leftovers, save_config_atomically
 from .mqtt import MqttLink
 from .transport import PortLink, SerialTransport, TransportError
-from .web import make_app, parse_frame
+from .web import RpcAnswer, Server, make_app, parse_frame
+
+if TYPE_CHECKING:
+    import argparse
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def now_us():
+def now_us() -> int:
     return int(time.monotonic() * 1_000_000)
 
 
 class Log:
-    def __init__(self, stream=sys.stderr):
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
         self.stream = stream
 
-    def __call__(self, event, level="info", **fields):
+    def __call__(self, event: str, level: str = "info", **fields: Any) -> None:
         record = {"t": round(time.time(), 3), "level": level, "event": event}
         record.update(fields)
         self.stream.write(json.dumps(record, default=str) + "\n")
@@ -50,46 +58,46 @@ class HostExecutor(ev.Executor):
     from inside an action's method (vbms_core.events).
     """
 
-    def __init__(self, runtime):
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
-    def bms_write(self, action):
+    def bms_write(self, action: ev.BmsWrite) -> None:
         link = self.runtime.links.get("bms")
         if link is not None:
             link.write(action.data)
 
-    def inv_write(self, action):
+    def inv_write(self, action: ev.InvWrite) -> None:
         link = self.runtime.links.get("inv")
         if link is not None:
             link.write(action.data)
 
-    def ble_connect(self, action):
+    def ble_connect(self, action: ev.BleConnect) -> None:
         runtime = self.runtime
         if runtime.ble is None:
             runtime.feed_soon(ev.BleConnectFailed(action.slot, "no BLE adapter configured (--ble-adapter)", 0))
         else:
             runtime.spawn(runtime.ble.connect(action.slot, action.address))
 
-    def ble_write(self, action):
+    def ble_write(self, action: ev.BleWrite) -> None:
         if self.runtime.ble is not None:
             self.runtime.spawn(self.runtime.ble.write(action.slot, action.data))
 
-    def ble_disconnect(self, action):
+    def ble_disconnect(self, action: ev.BleDisconnect) -> None:
         if self.runtime.ble is not None:
             self.runtime.spawn(self.runtime.ble.disconnect(action.slot))
 
-    def ble_scan(self, action):
+    def ble_scan(self, action: ev.BleScan) -> None:
         runtime = self.runtime
         if runtime.ble is None:
             runtime.feed_soon(ev.BleScanResult([], 0))
         else:
             runtime.spawn(runtime.ble.scan(action.seconds))
 
-    def publish(self, action):
+    def publish(self, action: ev.Publish) -> None:
         if self.runtime.mqtt is not None:
             self.runtime.mqtt.publish(action.topic, action.payload, action.retain)
 
-    def save_config(self, action):
+    def save_config(self, action: ev.SaveConfig) -> None:
         runtime = self.runtime
         try:
             save_config_atomically(runtime.config_path, action.config)
@@ -98,15 +106,15 @@ class HostExecutor(ev.Executor):
             return
         runtime.log("config_saved", path=runtime.config_path)
 
-    def reboot(self, action):
+    def reboot(self, action: ev.Reboot) -> None:
         self.runtime.spawn(self.runtime.reboot())
 
-    def rpc_reply(self, action):
+    def rpc_reply(self, action: ev.RpcReply) -> None:
         waiter = self.runtime.rpc_waiters.pop(action.call_id, None)
         if waiter is not None and not waiter.done():
             waiter.set_result((action.result, action.error))
 
-    def log(self, action):
+    def log(self, action: ev.Log) -> None:
         self.runtime.log(action.event, level=action.level, **action.fields)
 
 
@@ -116,15 +124,15 @@ class Runtime:
 
     def __init__(
         self,
-        config_path,
-        bms_port=None,
-        inv_port=None,
-        ble_adapter=None,
-        http_host="127.0.0.1",
-        http_port=8080,
-        log=None,
-        http_timeout_s=10.0,
-    ):
+        config_path: str,
+        bms_port: str | None = None,
+        inv_port: str | None = None,
+        ble_adapter: str | None = None,
+        http_host: str = "127.0.0.1",
+        http_port: int = 8080,
+        log: LogFunction | None = None,
+        http_timeout_s: float = 10.0,
+    ) -> None:
         self.config_path = config_path
         self.bms_port = bms_port
         self.inv_port = inv_port
@@ -132,23 +140,24 @@ class Runtime:
         self.http_host = http_host
         self.http_port = http_port
         self.http_timeout_s = http_timeout_s
-        self.log = log or Log()
-        self.proxy = None
+        self.log: LogFunction = log or Log()
+        # proxy and wake are set by run(), before any input is fed
+        self.proxy: app_module.Proxy = None  # type: ignore[assignment]
         self.executor = HostExecutor(self)
-        self.links = {}  # role ("bms", "inv") -> PortLink
-        self.ble = None
-        self.web = None
-        self.stop_event = None
-        self.wake = None
-        self.tasks = []
-        self.background = set()
-        self.rpc_waiters = {}
+        self.links: dict[str, PortLink] = {}  # role ("bms", "inv") -> PortLink
+        self.ble: BleCentral | None = None
+        self.web: Server | None = None
+        self.stop_event: asyncio.Event | None = None
+        self.wake: asyncio.Event = None  # type: ignore[assignment]
+        self.tasks: list[asyncio.Task[None]] = []
+        self.background: set[asyncio.Future[None]] = set()
+        self.rpc_waiters: dict[int, asyncio.Future[RpcAnswer]] = {}
         self.calls = 0
-        self.mqtt = None
+        self.mqtt: MqttLink | None = None
 
     # --- start and stop ------------------------------------------------------------
 
-    def prepare_config(self):
+    def prepare_config(self) -> dict[str, Any]:
         config = load_config(self.config_path, self.log)
         if not config["rpc.auth_token"]:
             config["rpc.auth_token"] = secrets.token_urlsafe(18)
@@ -159,7 +168,7 @@ class Runtime:
             )
         return config
 
-    async def run(self, stop_event=None, config=None):
+    async def run(self, stop_event: asyncio.Event | None = None, config: dict[str, Any] | None = None) -> None:
         self.stop_event = stop_event or asyncio.Event()
         self.wake = asyncio.Event()
         if config is None:
@@ -202,11 +211,11 @@ class Runtime:
         await self.stop_event.wait()
         await self.close()
 
-    async def close(self):
+    async def close(self) -> None:
         if self.mqtt is not None:
             self.mqtt.close()
         if getattr(self.web, "server", None) is not None:  # a stop right at start: no server yet
-            self.web.shutdown()
+            self.web.shutdown()  # type: ignore[union-attr]  # it has a server: it is there
         for task in self.tasks + list(self.background):
             task.cancel()
         await self._within("tasks", asyncio.gather(*self.tasks, *self.background, return_exceptions=True))
@@ -217,7 +226,7 @@ class Runtime:
             await self._within("ble", self.ble.close())
         self.log("stopped")
 
-    async def _within(self, what, awaitable):
+    async def _within(self, what: str, awaitable: Awaitable[Any]) -> None:
         try:
             await asyncio.wait_for(awaitable, self.CLOSE_TIMEOUT_S)
         except TimeoutError:
@@ -225,21 +234,21 @@ class Runtime:
 
     # --- the driver: inputs in, actions out ---------------------------------------------
 
-    def feed(self, event):
+    def feed(self, event: CoreInput) -> None:
         """One input into the core, now; its actions carried out in order."""
         event.now_us = now_us()
         ev.execute(self.executor, self.proxy.feed(event))
         self.wake.set()  # the next deadline may have moved
 
-    def feed_soon(self, event):
+    def feed_soon(self, event: CoreInput) -> None:
         asyncio.get_running_loop().call_soon(self.feed, event)
 
-    def spawn(self, coroutine):
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coroutine)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 
-    async def _ticker(self):
+    async def _ticker(self) -> None:
         """Tick at the core's next deadline; an input that moves the deadline wakes it."""
         while True:
             self.feed(ev.Tick(0))
@@ -253,20 +262,22 @@ class Runtime:
             except TimeoutError:
                 pass
 
-    def _mqtt_frame(self, payload):
+    def _mqtt_frame(self, payload: bytes | bytearray) -> None:
         self.spawn(self._answer_mqtt(payload))
 
-    async def _answer_mqtt(self, payload):
+    async def _answer_mqtt(self, payload: bytes | bytearray) -> None:
+        # (type: ignore[union-attr] below: a frame comes from the MQTT link, so there is one)
         try:
             frame = parse_frame(payload)
         except ValueError as error:
-            self.mqtt.publish(
+            self.mqtt.publish(  # type: ignore[union-attr]
                 self.proxy_topic("rpc", "response"),
                 json.dumps({"id": None, "error": {"code": -32700, "message": str(error)}}),
             )
             return
         token = frame["auth"].get("token") if isinstance(frame.get("auth"), dict) else None
-        result, error = await self.call(frame["method"], frame.get("params") or {}, token)
+        # mypy: `error` named the except's ValueError above; that block returned
+        result, error = await self.call(frame["method"], frame.get("params") or {}, token)  # type: ignore[misc]
         reply = {"id": frame.get("id"), "src": self.proxy.config["device.id"]}
         if error is None:
             reply["result"] = result
@@ -274,12 +285,12 @@ class Runtime:
             reply["error"] = error
         source = frame.get("src")
         topic = source + "/rpc" if isinstance(source, str) and source else self.proxy_topic("rpc", "response")
-        self.mqtt.publish(topic, json.dumps(reply))
+        self.mqtt.publish(topic, json.dumps(reply))  # type: ignore[union-attr]
 
-    def proxy_topic(self, *parts):
+    def proxy_topic(self, *parts: str) -> str:
         return telemetry.topic(self.proxy.config, *parts)
 
-    async def reboot(self):
+    async def reboot(self) -> None:
         """A virtual reboot: the core starts again from the saved configuration."""
         await asyncio.sleep(0.1)
         if self.ble is not None:
@@ -294,7 +305,7 @@ class Runtime:
 
     # --- RPC ---------------------------------------------------------------------------
 
-    async def call(self, method, params, token):
+    async def call(self, method: str, params: Any, token: str | None) -> RpcAnswer:
         """An RPC call through the core; (result, error) when its RpcReply comes."""
         self.calls += 1
         call_id = self.calls
@@ -308,9 +319,9 @@ class Runtime:
             return None, {"code": -32000, "message": "%s got no answer within %d s" % (method, self.RPC_TIMEOUT_S)}
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
     # Signals are caught from the first moment: a stop asked for during start-up is a clean stop too.
-    stop_requested = []
+    stop_requested: list[bool] = []
     for signal_number in STOP_SIGNALS:
         signal.signal(signal_number, lambda *_: stop_requested.append(True))
     log = Log()
@@ -332,7 +343,7 @@ def run(args):
     for name in remove_leftovers(args.config):
         log("config_leftover_removed", file=name)
 
-    async def main():
+    async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signal_number in STOP_SIGNALS:

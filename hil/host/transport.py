@@ -9,8 +9,17 @@ never spinning on a dead descriptor.  A pseudo-terminal named directly (/dev/pts
 reopened: it never comes back, and its number is reused by the next PTY anybody opens.
 """
 
+from __future__ import annotations
+
 import asyncio
 import errno
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Self
+
+from . import LogFunction
+
+if TYPE_CHECKING:
+    import serial
 
 PSEUDO_TERMINALS = ("/dev/pts/", "/dev/pty")
 
@@ -18,7 +27,7 @@ PSEUDO_TERMINALS = ("/dev/pts/", "/dev/pty")
 class TransportError(Exception):
     """A transport could not do what was asked; port names it."""
 
-    def __init__(self, port, message):
+    def __init__(self, port: str, message: str) -> None:
         super().__init__("%s: %s" % (port, message))
         self.port = port
         self.message = message
@@ -31,16 +40,16 @@ class PortVanished(TransportError):
 class SerialTransport:
     """A serial port: open(), read(max_bytes, timeout_s), write(data), close()."""
 
-    def __init__(self, path, baud):
+    def __init__(self, path: str, baud: int) -> None:
         self.path = path
         self.baud = baud
-        self._port = None
+        self._port: serial.Serial | None = None
 
     @property
-    def is_open(self):
+    def is_open(self) -> bool:
         return self._port is not None
 
-    def open(self):
+    def open(self) -> Self:
         import serial
 
         try:
@@ -49,10 +58,10 @@ class SerialTransport:
             raise TransportError(self.path, "cannot open: %s" % _reason(error)) from error
         return self
 
-    def fileno(self):
-        return self._port.fileno()
+    def fileno(self) -> int:
+        return self._port.fileno()  # type: ignore[union-attr]  # called only while the port is open
 
-    def read(self, max_bytes=4096, timeout_s=0):
+    def read(self, max_bytes: int = 4096, timeout_s: float = 0) -> bytes:
         """Bytes that arrived (b"" if none within timeout_s); PortVanished when the device is gone."""
         import serial
 
@@ -68,7 +77,7 @@ class SerialTransport:
                 raise PortVanished(self.path, _reason(error)) from error
             raise TransportError(self.path, "read failed: %s" % _reason(error)) from error
 
-    def write(self, data):
+    def write(self, data: bytes) -> None:
         import serial
 
         port = self._require_open()
@@ -77,7 +86,7 @@ class SerialTransport:
         except (serial.SerialException, OSError) as error:
             raise PortVanished(self.path, "write failed: %s" % _reason(error)) from error
 
-    def close(self):
+    def close(self) -> None:
         if self._port is not None:
             try:
                 self._port.close()
@@ -85,13 +94,13 @@ class SerialTransport:
                 pass
             self._port = None
 
-    def _require_open(self):
+    def _require_open(self) -> serial.Serial:
         if self._port is None:
             raise TransportError(self.path, "not open")
         return self._port
 
 
-def _reason(error):
+def _reason(error: BaseException) -> str:
     return getattr(error, "strerror", None) or str(error) or type(error).__name__
 
 
@@ -106,29 +115,31 @@ class PortLink:
     FIRST_RETRY_S = 0.5
     MAX_RETRY_S = 30.0
 
-    def __init__(self, role, transport, on_data, log):
+    def __init__(
+        self, role: str, transport: SerialTransport, on_data: Callable[[bytes], None], log: LogFunction
+    ) -> None:
         self.role = role
         self.transport = transport
         self.on_data = on_data
         self.log = log
-        self.loop = None
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start(), before any use
         self.dropped_writes = 0
         self.losses = 0
         self._retry_s = self.FIRST_RETRY_S
-        self._reopen = None
+        self._reopen: asyncio.Task[None] | None = None
         self._closed = False
 
-    def start(self):
+    def start(self) -> Self:
         """Open the port now; a port that cannot be opened at start is the caller's error."""
         self.loop = asyncio.get_running_loop()
         self.transport.open()
         self._watch()
         return self
 
-    def _watch(self):
+    def _watch(self) -> None:
         self.loop.add_reader(self.transport.fileno(), self._readable)
 
-    def _readable(self):
+    def _readable(self) -> None:
         try:
             data = self.transport.read(4096)
         except TransportError as error:
@@ -137,7 +148,7 @@ class PortLink:
         if data:
             self.on_data(data)
 
-    def _lost(self, error):
+    def _lost(self, error: TransportError) -> None:
         self.loop.remove_reader(self.transport.fileno())
         self.transport.close()
         self.losses += 1
@@ -151,7 +162,7 @@ class PortLink:
                  retry_s=self._retry_s)  # fmt: skip
         self._reopen = self.loop.create_task(self._reopen_later())
 
-    async def _reopen_later(self):
+    async def _reopen_later(self) -> None:
         while not self._closed:
             await asyncio.sleep(self._retry_s)
             try:
@@ -164,7 +175,7 @@ class PortLink:
             self._retry_s = self.FIRST_RETRY_S
             return
 
-    def write(self, data):
+    def write(self, data: bytes) -> None:
         if not self.transport.is_open:
             self.dropped_writes += 1
             return
@@ -174,7 +185,7 @@ class PortLink:
             self.dropped_writes += 1
             self._lost(error)
 
-    def close(self):
+    def close(self) -> None:
         self._closed = True
         if self._reopen is not None:
             self._reopen.cancel()

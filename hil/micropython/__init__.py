@@ -9,6 +9,7 @@ script printed.
 import os
 import shutil
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,17 +21,22 @@ class MicroPythonError(RuntimeError):
     """The script failed on MicroPython, or the port could not be started."""
 
 
-def available():
+def available() -> bool:
     return shutil.which("node") is not None and PACKAGE.is_dir()
 
 
-def version():
+def version() -> str:
     return run_source(
         "import sys\nprint(sys.implementation.name, '.'.join(str(v) for v in sys.implementation.version[:3]))"
     ).strip()
 
 
-def run(script, mounts=(), heap_bytes=16 * 1024 * 1024, timeout_s=600):
+def run(
+    script: str | os.PathLike[str],
+    mounts: Iterable[tuple[str | os.PathLike[str], str]] = (),
+    heap_bytes: int = 16 * 1024 * 1024,
+    timeout_s: float = 600,
+) -> str:
     """Run script (a path) with vbms_core and the given (host_dir, mp_dir) mounts."""
     if not available():
         raise MicroPythonError(
@@ -48,7 +54,9 @@ def run(script, mounts=(), heap_bytes=16 * 1024 * 1024, timeout_s=600):
     return completed.stdout
 
 
-def run_source(source, mounts=(), heap_bytes=16 * 1024 * 1024):
+def run_source(
+    source: str, mounts: Iterable[tuple[str | os.PathLike[str], str]] = (), heap_bytes: int = 16 * 1024 * 1024
+) -> str:
     import tempfile
 
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as handle:

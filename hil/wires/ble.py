@@ -18,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
+from typing import IO, Self
 
 from ..procs import start_tied, stop_group
 
@@ -28,7 +30,7 @@ class BleEnvironmentError(RuntimeError):
     """The environment could not start; the message says what is missing."""
 
 
-def _bluezoo_command():
+def _bluezoo_command() -> list[str]:
     try:
         import bluezoo  # noqa: F401
     except ImportError:
@@ -37,33 +39,35 @@ def _bluezoo_command():
 
 
 class BleEnvironment:
-    def __init__(self, adapters=DEFAULT_ADAPTERS, scan_interval_s=1, log_path=None):
+    def __init__(
+        self, adapters: Iterable[str] = DEFAULT_ADAPTERS, scan_interval_s: float = 1, log_path: str | None = None
+    ) -> None:
         if not adapters:
             raise BleEnvironmentError("at least one adapter address is needed")
         self.adapter_addresses = tuple(adapters)
         self.scan_interval_s = scan_interval_s
         self.log_path = log_path
-        self.address = None
-        self._dbus = None
-        self._bluezoo = None
-        self._previous = None
-        self._log = None
+        self.address: str | None = None
+        self._dbus: subprocess.Popen[str] | None = None
+        self._bluezoo: subprocess.Popen[bytes] | None = None
+        self._previous: str | None = None
+        self._log: IO[str] | None = None
 
     @property
-    def pids(self):
+    def pids(self) -> list[int]:
         """The processes this environment started (dbus-daemon, BlueZoo), while it runs."""
         return [process.pid for process in (self._dbus, self._bluezoo) if process is not None]
 
     @property
-    def adapters(self):
+    def adapters(self) -> list[str]:
         """Adapter names in the order of their addresses: hci0, hci1, ..."""
         return ["hci%d" % index for index in range(len(self.adapter_addresses))]
 
     @property
-    def env(self):
-        return dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=self.address)
+    def env(self) -> dict[str, str]:
+        return dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=self.address)  # type: ignore[arg-type]  # read once started
 
-    def start(self, timeout_s=15):
+    def start(self, timeout_s: float = 15) -> Self:
         if shutil.which("dbus-daemon") is None:
             raise BleEnvironmentError("dbus-daemon is missing (Debian package dbus-daemon; ./dev installs it)")
         # Not forked: our child, tied to this process (hil.procs), so it cannot outlive the bench.
@@ -73,11 +77,12 @@ class BleEnvironment:
             stderr=subprocess.PIPE,
             text=True,
         )
-        ready, _, _ = select.select([self._dbus.stdout], [], [], timeout_s)
-        self.address = self._dbus.stdout.readline().strip() if ready else ""
+        # (the ignores on stdout and stderr here and in stop(): they are the pipes asked for above)
+        ready, _, _ = select.select([self._dbus.stdout], [], [], timeout_s)  # type: ignore[type-var]
+        self.address = self._dbus.stdout.readline().strip() if ready else ""  # type: ignore[union-attr]
         if not self.address:
             stop_group(self._dbus)
-            error = self._dbus.stderr.read().strip()
+            error = self._dbus.stderr.read().strip()  # type: ignore[union-attr]
             self._dbus = None
             raise BleEnvironmentError("dbus-daemon did not start: %s" % (error or "no address within %s s" % timeout_s))
         atexit.register(self.stop)
@@ -91,13 +96,13 @@ class BleEnvironment:
         self._wait_for_adapters(timeout_s)
         return self
 
-    def _wait_for_adapters(self, timeout_s):
+    def _wait_for_adapters(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         wanted = "/org/bluez/%s" % self.adapters[-1]
         while time.monotonic() < deadline:
-            if self._bluezoo.poll() is not None:
+            if self._bluezoo.poll() is not None:  # type: ignore[union-attr]  # start() started it
                 raise BleEnvironmentError(
-                    "bluezoo exited with status %s: %s" % (self._bluezoo.returncode, self.log_tail())
+                    "bluezoo exited with status %s: %s" % (self._bluezoo.returncode, self.log_tail())  # type: ignore[union-attr]
                 )
             probe = subprocess.run(
                 [
@@ -121,7 +126,7 @@ class BleEnvironment:
         self.stop()
         raise BleEnvironmentError("BlueZoo adapters did not come up within %s s: %s" % (timeout_s, self.log_tail()))
 
-    def log_tail(self, lines=20):
+    def log_tail(self, lines: int = 20) -> str:
         if self._log is None:
             return ""
         self._log.flush()
@@ -131,13 +136,13 @@ class BleEnvironment:
         except (OSError, ValueError):
             return ""
 
-    def stop(self):
+    def stop(self) -> None:
         for process in (self._bluezoo, self._dbus):
             if process is not None:
                 stop_group(process, timeout_s=5)
         if self._dbus is not None:
-            self._dbus.stdout.close()
-            self._dbus.stderr.close()
+            self._dbus.stdout.close()  # type: ignore[union-attr]  # a pipe (see start)
+            self._dbus.stderr.close()  # type: ignore[union-attr]
         self._bluezoo = self._dbus = None
         if self._previous is None:
             os.environ.pop("DBUS_SYSTEM_BUS_ADDRESS", None)
@@ -147,8 +152,8 @@ class BleEnvironment:
             self._log.close()
             self._log = None
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -18,13 +18,13 @@ from importlib.metadata import version
 CHECKED_VERSION = "1.0.2"
 
 
-def install_fix():
+def install_fix() -> None:
     from bluezoo import device as device_module
     from bluezoo import events
 
     original_disconnect = device_module.Device.disconnect
 
-    async def disconnect(self, uuid=None):
+    async def disconnect(self: device_module.Device, uuid: str | None = None) -> None:
         await original_disconnect(self, uuid)
         mock = self.peer_adapter.mock
         for path in sorted(self.services, reverse=True):  # descriptors, then characteristics, then services
@@ -49,7 +49,7 @@ def install_fix():
     device_module.Device.disconnect = disconnect
 
 
-def main():
+def main() -> int:
     found = version("bluezoo")
     if found != CHECKED_VERSION:
         sys.stderr.write(

@@ -35,6 +35,8 @@ give the same decisions on every bus.
 """
 
 import random
+from collections.abc import Iterable
+from typing import Protocol, Self
 
 DROP = "drop"
 CORRUPT = "corrupt"
@@ -48,6 +50,25 @@ NOISE_SILENCE_T35 = 2  # the silence after a noise burst, in t3.5 units
 
 class BusError(Exception):
     """A bus or fault used wrongly (unknown endpoint, bad fault): says what to do."""
+
+
+class FaultFields(Protocol):
+    """What Fault.from_spec reads: a bench file's FaultSpec has these fields (bit is optional)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def source(self) -> str | None: ...
+    @property
+    def target(self) -> str | None: ...
+    @property
+    def count(self) -> int | None: ...
+    @property
+    def probability(self) -> float: ...
+    @property
+    def delay_s(self) -> float: ...
+    @property
+    def noise_bytes(self) -> int: ...
 
 
 class Fault:
@@ -64,8 +85,16 @@ class Fault:
     __slots__ = ("kind", "source", "target", "count", "probability", "delay_s", "noise_bytes", "bit", "hits")
 
     def __init__(
-        self, kind, source=None, target=None, count=None, probability=1.0, delay_s=0.05, noise_bytes=8, bit=None
-    ):
+        self,
+        kind: str,
+        source: str | None = None,
+        target: str | None = None,
+        count: int | None = None,
+        probability: float = 1.0,
+        delay_s: float = 0.05,
+        noise_bytes: int = 8,
+        bit: int | None = None,
+    ) -> None:
         if kind not in FAULT_KINDS:
             raise BusError("unknown fault %r; choose one of %s" % (kind, ", ".join(FAULT_KINDS)))
         if not 0.0 <= probability <= 1.0:
@@ -96,7 +125,7 @@ class Fault:
         self.hits = 0
 
     @classmethod
-    def from_spec(cls, spec):
+    def from_spec(cls, spec: FaultFields) -> Self:
         """A rule from a bench file's FaultSpec (hil/benchfile.py) or anything with those fields."""
         return cls(
             spec.kind,
@@ -109,10 +138,10 @@ class Fault:
             bit=getattr(spec, "bit", None),
         )
 
-    def matches(self, source):
+    def matches(self, source: str) -> bool:
         return self.source is None or self.source == source
 
-    def describe(self):
+    def describe(self) -> str:
         parts = [self.kind]
         if self.source:
             parts.append("from %s" % self.source)
@@ -120,7 +149,7 @@ class Fault:
             parts.append("to %s" % self.target)
         return " ".join(parts)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Fault(%s)" % self.describe()
 
 
@@ -138,18 +167,18 @@ class Decision:
     __slots__ = ("sent", "start_s", "faults", "noise", "noise_start_s", "noise_receivers", "flips", "dropped",
                  "receivers")  # fmt: skip
 
-    def __init__(self, start_s, receivers):
+    def __init__(self, start_s: float, receivers: Iterable[str]) -> None:
         self.sent = True
         self.start_s = start_s
-        self.faults = []
+        self.faults: list[str] = []
         self.noise = b""
         self.noise_start_s = start_s
-        self.noise_receivers = ()
-        self.flips = {}
-        self.dropped = set()
+        self.noise_receivers: tuple[str, ...] = ()
+        self.flips: dict[str, list[int]] = {}
+        self.dropped: set[str] = set()
         self.receivers = list(receivers)
 
-    def received(self, receiver, data, offset=0):
+    def received(self, receiver: str, data: bytes | bytearray, offset: int = 0) -> bytes | None:
         """What receiver gets of data, the bytes at offset.. of the frame (a PTY bus may
         read a frame in pieces); None when the frame is dropped for it."""
         if not self.sent or receiver in self.dropped or receiver not in self.receivers:
@@ -164,7 +193,7 @@ class Decision:
                 damaged[index] ^= 1 << (bit % 8)
         return bytes(damaged)
 
-    def bursts(self, frame):
+    def bursts(self, frame: bytes) -> list[tuple[str, bytes, float]]:
         """[(receiver, bytes, start_s)]: the noise first, then the frame, per receiver."""
         result = [(receiver, self.noise, self.noise_start_s) for receiver in self.noise_receivers]
         for receiver in self.receivers:
@@ -180,27 +209,27 @@ class FaultModel:
     char_s: one character's time on the line; gap_s: t3.5 (vbms_core.modbus).
     """
 
-    def __init__(self, char_s, gap_s, seed=0):
+    def __init__(self, char_s: float, gap_s: float, seed: int = 0) -> None:
         self.char_s = char_s
         self.gap_s = gap_s
-        self.faults = []
+        self.faults: list[Fault] = []
         self.random = random.Random(seed)
 
-    def add(self, fault):
+    def add(self, fault: Fault) -> Fault:
         self.faults.append(fault)
         return fault
 
-    def remove(self, fault):
+    def remove(self, fault: Fault) -> None:
         if fault in self.faults:
             self.faults.remove(fault)
 
-    def clear(self):
+    def clear(self) -> None:
         self.faults.clear()
 
-    def disconnected(self, name):
+    def disconnected(self, name: str) -> bool:
         return any(f.kind == DISCONNECT and f.source == name for f in self.faults)
 
-    def _fires(self, fault):
+    def _fires(self, fault: Fault) -> bool:
         if fault.count is not None and fault.hits >= fault.count:
             return False
         if fault.probability < 1.0 and self.random.random() >= fault.probability:
@@ -208,7 +237,7 @@ class FaultModel:
         fault.hits += 1
         return True
 
-    def decide(self, source, frame, start_s, receivers):
+    def decide(self, source: str, frame: bytes | bytearray, start_s: float, receivers: Iterable[str]) -> Decision:
         """The Decision for frame, put on the line by source at start_s, heard by receivers
         (the other endpoints' names).  Draws from the generator; expires spent rules."""
         listening = [name for name in receivers if name != source and not self.disconnected(name)]
@@ -218,7 +247,7 @@ class FaultModel:
             return decision
         delay_s = 0.0
         noise = bytearray()
-        noise_receivers = []
+        noise_receivers: list[str] = []
         bits = 8 * len(frame)
         for fault in list(self.faults):
             if fault.kind == DISCONNECT or not fault.matches(source) or not self._fires(fault):

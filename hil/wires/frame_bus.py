@@ -20,14 +20,22 @@ costs two scheduled calls (its last bit arriving, and t3.5 after that; a third w
 on the line later than it was sent) and no generator.
 """
 
+from collections.abc import Callable, Iterable
+from typing import Any, cast
+
+from simpy.core import Environment
 from simpy.events import NORMAL
 
 from vbms_core.modbus import char_time_us, silence_us
 
-from .faults import FaultModel
+from ..trace import Trace
+from .faults import Decision, Fault, FaultModel
+
+# deliver(bytes, end_s): an endpoint receiving what its line carried, when the last bit arrived
+Deliver = Callable[[bytes, float], object]
 
 
-def _fire(call):
+def _fire(call: "_Call") -> None:
     call.function(*call.arguments)
 
 
@@ -40,17 +48,18 @@ class _Call:
     _ok = True
     _FIRE = (_fire,)
 
-    def __init__(self, function, arguments):
+    def __init__(self, function: Callable[..., object], arguments: tuple[Any, ...]) -> None:
         self.callbacks = self._FIRE
         self.function = function
         self.arguments = arguments
 
 
-def call_later(env, delay_s, function, *arguments):
+def call_later(env: Environment, delay_s: float, function: Callable[..., object], *arguments: Any) -> None:
     """function(*arguments) delay_s of simulated time from now (as a Timeout's callback would be)."""
     if delay_s < 0:
         raise ValueError("negative delay %r" % (delay_s,))
-    env.schedule(_Call(function, arguments), NORMAL, delay_s)
+    # (each arg-type ignore in this module: a _Call stands in for the Event schedule() is typed to take)
+    env.schedule(_Call(function, arguments), NORMAL, delay_s)  # type: ignore[arg-type]
 
 
 class _Burst:
@@ -58,7 +67,14 @@ class _Burst:
 
     __slots__ = ("source", "decision", "start_s", "end_s", "raw", "collided", "receivers", "untouched")
 
-    def __init__(self, source, decision, receivers, untouched, start_s):
+    def __init__(
+        self,
+        source: str,
+        decision: Decision | None,
+        receivers: dict[str | None, Deliver],
+        untouched: bool,
+        start_s: float,
+    ) -> None:
         self.source = source
         self.decision = decision  # None when untouched (no fault rule was in force)
         self.start_s = start_s
@@ -74,7 +90,7 @@ class _Piece:
 
     __slots__ = ("burst", "data", "offset", "start_s", "end_s", "garbled")
 
-    def __init__(self, burst, data, offset, start_s, end_s):
+    def __init__(self, burst: _Burst, data: bytes, offset: int, start_s: float, end_s: float) -> None:
         self.burst = burst
         self.data = data
         self.offset = offset
@@ -89,7 +105,9 @@ class FrameBus:
     FrameBus(env, name, baud, protocol, trace=None, seed=0) with a simpy Environment.
     """
 
-    def __init__(self, env, name, baud, protocol, trace=None, seed=0):
+    def __init__(
+        self, env: Environment, name: str, baud: int, protocol: str | None, trace: Trace | None = None, seed: int = 0
+    ) -> None:
         self.env = env
         self.trace = trace
         self.name = name
@@ -98,18 +116,19 @@ class FrameBus:
         self.char_s = char_time_us(baud) / 1e6
         self.gap_s = silence_us(baud) / 1e6
         self.model = FaultModel(self.char_s, self.gap_s, seed)
-        self.endpoints = {}  # name -> deliver(bytes, end_s)
-        self.hears = {}  # name -> the senders it listens to (absent: every sender)
-        self._receivers = {}  # source -> {name: deliver} of the endpoints that hear it
+        self.endpoints: dict[str, Deliver] = {}  # name -> deliver(bytes, end_s)
+        self.hears: dict[str, frozenset[str]] = {}  # name -> the senders it listens to (absent: every sender)
+        # source -> {name: deliver} of the endpoints that hear it
+        self._receivers: dict[str, dict[str | None, Deliver]] = {}
         self.collisions = 0
         self.frames = 0
-        self.sending_until = {}  # source -> when its UART has sent everything it was given
-        self._bursts = {}  # open burst per source
-        self._line = []  # pieces still on the line, for collisions
+        self.sending_until: dict[str, float] = {}  # source -> when its UART has sent everything it was given
+        self._bursts: dict[str, _Burst] = {}  # open burst per source
+        self._line: list[_Piece] = []  # pieces still on the line, for collisions
 
     # --- set-up and faults ---------------------------------------------------------------
 
-    def add_endpoint(self, name, deliver, hears=None):
+    def add_endpoint(self, name: str, deliver: Deliver, hears: Iterable[str] | None = None) -> None:
         self.endpoints[name] = deliver
         if hears is None:
             self.hears.pop(name, None)
@@ -117,7 +136,7 @@ class FrameBus:
             self.hears[name] = frozenset(hears)
         self._receivers.clear()
 
-    def _receivers_of(self, source):
+    def _receivers_of(self, source: str) -> dict[str | None, Deliver]:
         receivers = self._receivers.get(source)
         if receivers is None:
             hears = self.hears
@@ -130,25 +149,25 @@ class FrameBus:
         return receivers
 
     @property
-    def faults(self):
+    def faults(self) -> list[Fault]:
         """The fault rules (hil/wires/faults.Fault)."""
         return self.model.faults
 
-    def add_fault(self, fault):
+    def add_fault(self, fault: Fault) -> Fault:
         return self.model.add(fault)
 
-    def remove_fault(self, fault):
+    def remove_fault(self, fault: Fault) -> None:
         self.model.remove(fault)
 
-    def clear_faults(self):
+    def clear_faults(self) -> None:
         self.model.clear()
 
-    def transfer_s(self, data):
+    def transfer_s(self, data: bytes) -> float:
         return len(data) * self.char_s
 
     # --- the line ------------------------------------------------------------------------
 
-    def send(self, source, data, deliver=None):
+    def send(self, source: str, data: bytes | bytearray, deliver: Deliver | None = None) -> None:
         """A frame from source.  A sender's UART sends its frames one after another: a
         frame given while the sender's previous one is still on the line follows it (and,
         with no t3.5 between them, is the same frame on the wire)."""
@@ -162,12 +181,13 @@ class FrameBus:
         if burst is None or start_s - burst.end_s >= self.gap_s:
             if burst is not None:
                 self._close(burst)
-            receivers = self._receivers_of(source) if deliver is None else {None: deliver}
+            receivers: dict[str | None, Deliver] = self._receivers_of(source) if deliver is None else {None: deliver}
             untouched = not self.model.faults
             if untouched:  # no rule to decide by: everyone who hears the line gets the frame as sent
                 burst = _Burst(source, None, receivers, True, start_s)
             else:
-                decision = self.model.decide(source, data, start_s, list(receivers))
+                # (the ignore: None names send()'s one unnamed receiver, a name no fault rule targets)
+                decision = self.model.decide(source, data, start_s, list(receivers))  # type: ignore[arg-type]
                 if not decision.sent:
                     return
                 burst = _Burst(source, decision, receivers, False, decision.start_s)
@@ -190,18 +210,18 @@ class FrameBus:
         if start_s <= now_s:
             self._on_line(piece)
         else:
-            env.schedule(_Call(self._on_line, (piece,)), NORMAL, start_s - now_s)
-        env.schedule(_Call(self._arrived, (piece,)), NORMAL, end_s - now_s)
+            env.schedule(_Call(self._on_line, (piece,)), NORMAL, start_s - now_s)  # type: ignore[arg-type]
+        env.schedule(_Call(self._arrived, (piece,)), NORMAL, end_s - now_s)  # type: ignore[arg-type]
 
-    def _at(self, at_s, function, *arguments):
+    def _at(self, at_s: float, function: Callable[..., object], *arguments: Any) -> None:
         """function(*arguments) at simulated time at_s (now if it has passed)."""
         env = self.env
-        env.schedule(_Call(function, arguments), NORMAL, max(at_s - env.now, 0.0))
+        env.schedule(_Call(function, arguments), NORMAL, max(at_s - env.now, 0.0))  # type: ignore[arg-type]
 
-    def _noise_arrived(self, deliver, noise):
+    def _noise_arrived(self, deliver: Deliver, noise: bytes) -> None:
         deliver(noise, self.env.now)
 
-    def _on_line(self, piece):
+    def _on_line(self, piece: _Piece) -> None:
         """The piece's first bit goes on the line now: does it collide?"""
         now_s = piece.start_s
         if not self._line:
@@ -219,34 +239,35 @@ class FrameBus:
                 other.burst.collided = True
         self._line.append(piece)
 
-    def _arrived(self, piece):
+    def _arrived(self, piece: _Piece) -> None:
         """The piece's last bit has arrived: each receiver gets what the decision gives it."""
         burst = piece.burst
         now_s = self.env.now
+        data: bytes | None
         if burst.untouched:
             data = bytes(b ^ 0x5A for b in piece.data) if piece.garbled else piece.data
             for deliver in burst.receivers.values():
                 deliver(data, now_s)
         else:
-            decision = burst.decision
+            decision = cast(Decision, burst.decision)  # decide() made it: the burst is not untouched
             for name, deliver in burst.receivers.items():
-                data = decision.received(name, piece.data, piece.offset)
+                data = decision.received(name, piece.data, piece.offset)  # type: ignore[arg-type]  # (see send)
                 if data is not None:
                     deliver(bytes(b ^ 0x5A for b in data) if piece.garbled else data, now_s)
-        self.env.schedule(_Call(self._quiet, (burst,)), NORMAL, self.gap_s)
+        self.env.schedule(_Call(self._quiet, (burst,)), NORMAL, self.gap_s)  # type: ignore[arg-type]
 
-    def _quiet(self, burst):
+    def _quiet(self, burst: _Burst) -> None:
         """t3.5 after a piece: the burst is a frame if its sender has sent nothing since."""
         # (a nanosecond's grace: the callback's time is a sum of floats, and may fall a hair short)
         if self._bursts.get(burst.source) is burst and self.env.now - burst.end_s >= self.gap_s - 1e-9:
             self._close(burst)
 
-    def _close(self, burst):
+    def _close(self, burst: _Burst) -> None:
         self._bursts.pop(burst.source, None)
         self.frames += 1
         faults = burst.decision.faults if burst.decision is not None else ()
         self._record(burst.start_s, burst.source, bytes(burst.raw), faults, burst.collided)
 
-    def _record(self, t_s, source, raw, faults, collision=False):
+    def _record(self, t_s: float, source: str, raw: bytes, faults: Iterable[str], collision: bool = False) -> None:
         if self.trace is not None:
             self.trace.record(self, t_s, source, raw, faults=faults, collision=collision)

@@ -34,10 +34,12 @@ import termios
 import threading
 import time
 import tty
+from typing import Self
 
 from vbms_core.modbus import char_time_us, silence_us
 
-from .faults import CORRUPT, DELAY, DISCONNECT, DROP, FAULT_KINDS, NOISE, BusError, Fault, FaultModel
+from ..trace import Trace
+from .faults import CORRUPT, DELAY, DISCONNECT, DROP, FAULT_KINDS, NOISE, BusError, Decision, Fault, FaultModel
 
 __all__ = [
     "CORRUPT", "DELAY", "DISCONNECT", "DROP", "FAULT_KINDS", "NOISE", "BusError", "Endpoint", "Fault", "Rs485Bus",
@@ -47,7 +49,7 @@ __all__ = [
 class Endpoint:
     """One drop on the bus: a PTY whose slave side is `path`."""
 
-    def __init__(self, bus, name):
+    def __init__(self, bus: "Rs485Bus", name: str) -> None:
         self.bus = bus
         self.name = name
         self.master, self._slave = pty.openpty()
@@ -61,7 +63,7 @@ class Endpoint:
         self.rx_bytes = 0
         self.tx_bytes = 0
 
-    def close(self):
+    def close(self) -> None:
         for fd in (self.master, self._slave):
             try:
                 os.close(fd)
@@ -74,7 +76,7 @@ class _Burst:
 
     __slots__ = ("source", "start_s", "end_s", "raw", "decision", "collided")
 
-    def __init__(self, source, decision):
+    def __init__(self, source: str, decision: Decision) -> None:
         self.source = source
         self.decision = decision
         self.start_s = decision.start_s
@@ -88,18 +90,26 @@ class _Run:
 
     __slots__ = ("burst", "source", "data", "due_s")
 
-    def __init__(self, burst, source):
-        self.burst = burst
+    def __init__(self, burst: object, source: str) -> None:
+        self.burst = burst  # a _Burst, or a noise burst's own token
         self.source = source
         self.data = bytearray()
-        self.due_s = []  # when each byte's last bit arrives
+        self.due_s: list[float] = []  # when each byte's last bit arrives
 
-    def release_s(self):
+    def release_s(self) -> float:
         return self.due_s[-1]
 
 
 class Rs485Bus:
-    def __init__(self, name, baud=9600, trace=None, protocol=None, seed=0, t0=None):
+    def __init__(
+        self,
+        name: str,
+        baud: int = 9600,
+        trace: Trace | None = None,
+        protocol: str | None = None,
+        seed: int = 0,
+        t0: float | None = None,
+    ) -> None:
         if baud <= 0:
             raise BusError("baud rate must be positive")
         self.name = name
@@ -108,23 +118,23 @@ class Rs485Bus:
         self.gap_s = silence_us(baud) / 1e6
         self.trace = trace
         self.protocol = protocol
-        self.endpoints = {}
+        self.endpoints: dict[str, Endpoint] = {}
         self.model = FaultModel(self.char_s, self.gap_s, seed)
-        self.collisions = []
+        self.collisions: list[tuple[float, str, str]] = []
         self.frames = 0
         self._collision_random = random.Random(seed)  # its own: collisions do not shift the faults' draws
         self._lock = threading.RLock()
-        self._pending = {}  # receiver -> [_Run], oldest first
-        self._bursts = {}  # open burst per source
-        self._wire = []  # (start_s, end_s, source) of pieces still on the wire
-        self._thread = None
+        self._pending: dict[str, list[_Run]] = {}  # receiver -> [_Run], oldest first
+        self._bursts: dict[str, _Burst] = {}  # open burst per source
+        self._wire: list[tuple[float, float, str]] = []  # (start_s, end_s, source) of pieces still on the wire
+        self._thread: threading.Thread | None = None
         self._running = False
         self._wake_r, self._wake_w = os.pipe()
         self.t0 = time.monotonic() if t0 is None else t0  # buses of one bench share it: comparable traces
 
     # --- set-up -------------------------------------------------------------
 
-    def add_endpoint(self, name):
+    def add_endpoint(self, name: str) -> Endpoint:
         with self._lock:
             if name in self.endpoints:
                 raise BusError("bus %s already has an endpoint %r" % (self.name, name))
@@ -133,7 +143,7 @@ class Rs485Bus:
         self._wake()
         return endpoint
 
-    def endpoint(self, name):
+    def endpoint(self, name: str) -> Endpoint:
         try:
             return self.endpoints[name]
         except KeyError:
@@ -141,14 +151,14 @@ class Rs485Bus:
                 "bus %s has no endpoint %r (it has: %s)" % (self.name, name, ", ".join(self.endpoints))
             ) from None
 
-    def start(self):
+    def start(self) -> Self:
         if self._thread is None:
             self._running = True
             self._thread = threading.Thread(target=self._run, name="rs485-" + self.name, daemon=True)
             self._thread.start()
         return self
 
-    def stop(self):
+    def stop(self) -> None:
         self._running = False
         self._wake()
         if self._thread is not None:
@@ -164,19 +174,19 @@ class Rs485Bus:
             except OSError:
                 pass
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # --- faults (decided by hil/wires/faults.py) ----------------------------
 
     @property
-    def faults(self):
+    def faults(self) -> list[Fault]:
         return self.model.faults
 
-    def add_fault(self, fault):
+    def add_fault(self, fault: Fault) -> Fault:
         for name in (fault.source, fault.target):
             if name is not None and name not in self.endpoints:
                 self.endpoint(name)
@@ -184,26 +194,26 @@ class Rs485Bus:
             self.model.add(fault)
         return fault
 
-    def remove_fault(self, fault):
+    def remove_fault(self, fault: Fault) -> None:
         with self._lock:
             self.model.remove(fault)
 
-    def clear_faults(self):
+    def clear_faults(self) -> None:
         with self._lock:
             self.model.clear()
 
     # --- the wire -----------------------------------------------------------
 
-    def now(self):
+    def now(self) -> float:
         return time.monotonic() - self.t0
 
-    def _wake(self):
+    def _wake(self) -> None:
         try:
             os.write(self._wake_w, b"\x00")
         except OSError:
             pass
 
-    def transmit(self, source, data, now_s):
+    def transmit(self, source: str, data: bytes | bytearray, now_s: float) -> None:
         """Put bytes sent by source on the wire at now_s (bus seconds).
 
         The bus thread calls this with its clock for bytes read from a PTY;
@@ -244,7 +254,7 @@ class Rs485Bus:
         if threading.current_thread() is not self._thread:
             self._wake()  # the bus thread's next deadline may have moved
 
-    def _queue(self, receiver, burst, source, data, due_s):
+    def _queue(self, receiver: str, burst: object, source: str, data: bytes, due_s: list[float]) -> None:
         runs = self._pending.setdefault(receiver, [])
         run = runs[-1] if runs and runs[-1].burst is burst else None
         if run is None:  # a burst's later bytes join its run while that is still held back
@@ -253,7 +263,7 @@ class Rs485Bus:
         run.data.extend(data)
         run.due_s.extend(due_s)
 
-    def _open_burst(self, source, data, start_s):
+    def _open_burst(self, source: str, data: bytes | bytearray, start_s: float) -> _Burst | None:
         receivers = [name for name in self.endpoints if name != source]
         decision = self.model.decide(source, data, start_s, receivers)
         if not decision.sent:
@@ -272,7 +282,7 @@ class Rs485Bus:
         self._bursts[source] = burst
         return burst
 
-    def _collides(self, source, start_s, end_s, others):
+    def _collides(self, source: str, start_s: float, end_s: float, others: list[tuple[float, float, str]]) -> bool:
         """Whether a byte overlaps another sender's bytes on the wire (others: their
         (start_s, end_s, source) pieces); if so the other's bytes in flight over that
         span are garbled too (both drivers fight the line)."""
@@ -296,7 +306,7 @@ class Rs485Bus:
                 return True
         return False
 
-    def _close_burst(self, burst):
+    def _close_burst(self, burst: _Burst) -> None:
         self._bursts.pop(burst.source, None)
         self.frames += 1
         if self.trace is not None:
@@ -309,12 +319,12 @@ class Rs485Bus:
                 collision=burst.collided,
             )
 
-    def _close_bursts(self, now_s):
+    def _close_bursts(self, now_s: float) -> None:
         for burst in list(self._bursts.values()):
             if now_s - burst.end_s >= self.gap_s:
                 self._close_burst(burst)
 
-    def deliver_due(self, now_s):
+    def deliver_due(self, now_s: float) -> float | None:
         """Write to each receiver, in one write, every run of bytes whose last byte
         is due by now_s; close frames followed by a t3.5 silence.  Returns when
         the next run is due (None: nothing on its way)."""
@@ -332,7 +342,7 @@ class Rs485Bus:
                         next_s = run.release_s()
             return next_s
 
-    def _write(self, receiver, data):
+    def _write(self, receiver: str, data: bytes) -> None:
         endpoint = self.endpoints.get(receiver)
         if endpoint is None:
             return
@@ -341,7 +351,7 @@ class Rs485Bus:
         except OSError:
             pass  # nobody reads the port and its buffer is full: bytes are lost, as on a real bus
 
-    def _run(self):
+    def _run(self) -> None:
         while self._running:
             with self._lock:
                 now_s = self.now()

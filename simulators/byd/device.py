@@ -13,9 +13,13 @@ Alarms are raised with battery.forced (generic flags) or force_alarm_bits.
 """
 
 import random
+from collections.abc import Iterable
+from typing import Any, cast
 
 from vbms_core import byd
 from vbms_core.errors import RemoteProtocolError
+
+from ..battery import BatteryModel
 
 FAILURES = ("silent", "garbage", "bad_checksum", "slow", "stuck")
 
@@ -35,7 +39,7 @@ FLAG_BITS = {
 }
 
 
-def flag_word(flags):
+def flag_word(flags: Iterable[str]) -> int:
     word = 0
     for flag in flags:
         if flag in FLAG_BITS:
@@ -46,32 +50,34 @@ def flag_word(flags):
 class BydModule:
     request_lengths = (byd.REQUEST_LENGTH,)
 
-    def __init__(self, address, battery, reply_delay_s=0.02, slow_delay_s=1.5, seed=0):
+    def __init__(
+        self, address: int, battery: BatteryModel, reply_delay_s: float = 0.02, slow_delay_s: float = 1.5, seed: int = 0
+    ) -> None:
         if not 1 <= address <= 63:
             raise ValueError("a BYD PRO DIP address is 1..63, not %r" % (address,))
         self.address = address
         self.battery = battery
         self.reply_delay_s = reply_delay_s
         self.slow_delay_s = slow_delay_s
-        self.failure = None
+        self.failure: str | None = None
         self.force_alarm_bits = 0
         self.force_protect_bits = 0
         self.force_fail_bits = 0
         self.requests = 0
-        self._stuck = None
-        self._fields_key = None  # what fields() were made from, and they
-        self._fields = None
-        self._last_fields = None  # the latest reply's field values, and its frame
-        self._last_reply = None
+        self._stuck: dict[str, Any] | None = None
+        self._fields_key: tuple[object, ...] | None = None  # what fields() were made from, and they
+        self._fields: dict[str, Any] | None = None
+        self._last_fields: dict[str, Any] | None = None  # the latest reply's field values, and its frame
+        self._last_reply: bytes | None = None
         self._random = random.Random(seed)
 
-    def set_failure(self, failure):
+    def set_failure(self, failure: str | None) -> None:
         if failure is not None and failure not in FAILURES:
             raise ValueError("unknown BYD failure %r; choose one of %s" % (failure, ", ".join(FAILURES)))
         self.failure = failure
         self._stuck = self.fields() if failure == "stuck" else None
 
-    def fields(self):
+    def fields(self) -> dict[str, Any]:
         """The status frame's values now (a dict nobody may change: the same one is handed out until
         they change; the battery model's state changes in its steps only, see BatteryModel.steps)."""
         battery = self.battery
@@ -80,9 +86,9 @@ class BydModule:
         if key != self._fields_key:
             self._fields_key = key
             self._fields = self._make_fields()
-        return self._fields
+        return cast(dict[str, Any], self._fields)  # made above at the first call (no key is None)
 
-    def _make_fields(self):
+    def _make_fields(self) -> dict[str, Any]:
         battery = self.battery
         warnings, protections = battery.flags()
         current = battery.current_ma
@@ -111,7 +117,7 @@ class BydModule:
             "discharge_times": battery.cycles,
         }
 
-    def handle(self, frame):
+    def handle(self, frame: bytes) -> tuple[bytes, float] | None:
         """(reply, delay_s) for a frame heard on the bus, or None to stay silent."""
         if not frame or frame[0] != self.address:
             return None  # (what decoding would conclude, for a frame to another address, at a glance)
@@ -128,7 +134,7 @@ class BydModule:
         if fields != self._last_fields:  # the same values encode to the same frame
             self._last_fields = fields
             self._last_reply = byd.encode_response(self.address, fields)
-        reply = self._last_reply
+        reply = cast(bytes, self._last_reply)  # made above at the first reply (fields are never None)
         if self.failure == "garbage":
             reply = bytes(self._random.randrange(256) for _ in range(len(reply)))
         elif self.failure == "bad_checksum":

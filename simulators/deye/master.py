@@ -29,6 +29,9 @@ Rules (choices where the real inverter is unknown, section 5):
   has no discharge limit, so discharge is not limited.
 """
 
+from collections.abc import Iterable
+from typing import Any
+
 from vbms_core import deye, modbus
 from vbms_core.errors import RemoteProtocolError
 
@@ -46,8 +49,8 @@ class UnitState:
 
     def __init__(self, unit: int) -> None:
         self.unit = unit
-        self.values: dict | None = None  # the last answer, named and scaled (vbms_core.deye.named_registers)
-        self.identity: dict | None = None  # the last identity read (vbms_core.deye.decode_identity)
+        self.values: dict[str, Any] | None = None  # the last answer, named and scaled (deye.named_registers)
+        self.identity: dict[str, Any] | None = None  # the last identity read (vbms_core.deye.decode_identity)
         self.comm_warning = False  # W31
         self.misses = 0  # polls missed in a row
         self.answers = 0
@@ -55,7 +58,7 @@ class UnitState:
         self.last_ok_s: float | None = None
         self.exception: int | None = None  # the exception code of the last poll, if it got one
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         """Every field, as a dict the caller may keep (values and identity copied)."""
         result = {name: getattr(self, name) for name in self.__slots__}
         for name in ("values", "identity"):
@@ -110,7 +113,7 @@ class DeyeMaster:
 
     def __init__(
         self,
-        units=range(deye.UNITS),
+        units: Iterable[int] = range(deye.UNITS),
         poll_period_s: float = 1.0,
         timeout_s: float = 0.3,
         warn_after: int = 3,
@@ -141,8 +144,9 @@ class DeyeMaster:
         self._cycle_start_s = 0.0
         self._identity_due_s: dict[int, float | None] = dict.fromkeys(order)  # None: at the next answer
         # receive_frame: per unit and function (a reply's first two bytes), its latest frame and decoding
-        self._last_replies: dict[bytes, tuple] = {}
-        self._named: dict[int, tuple] = {}  # unit -> (its latest registers, them named)
+        self._last_replies: dict[bytes, tuple[bytes, object]] = {}
+        # unit -> (its latest registers, them named)
+        self._named: dict[int, tuple[tuple[int, ...], dict[str, Any]]] = {}
 
     # --- the schedule ------------------------------------------------------------------
 
@@ -190,7 +194,7 @@ class DeyeMaster:
                     self._last_replies[adu[:2]] = (adu, response)
         self.receive(response, now_s)
 
-    def receive(self, response, now_s: float) -> None:
+    def receive(self, response: object, now_s: float) -> None:
         """The pending request's reply as a vbms_core.modbus response event, or None for no reply."""
         request = self.pending
         if request is None:
@@ -207,7 +211,7 @@ class DeyeMaster:
         self.battery_current_ma = self.battery_currents(now_s)
         self._due_s = max(self._cycle_start_s + self.poll_period_s, now_s + self.gap_s)
 
-    def _registers_reply(self, unit: int, response, now_s: float) -> None:
+    def _registers_reply(self, unit: int, response: object, now_s: float) -> None:
         state = self.units[unit]
         if (
             isinstance(response, modbus.ReadResponse)
@@ -235,7 +239,7 @@ class DeyeMaster:
         if state.answers and state.misses >= self.warn_after:
             state.comm_warning = True
 
-    def _identity_reply(self, unit: int, response, now_s: float) -> None:
+    def _identity_reply(self, unit: int, response: object, now_s: float) -> None:
         if not isinstance(response, modbus.ReportIdResponse) or response.unit != unit:
             return  # read again after the unit's next answer
         try:
@@ -253,21 +257,22 @@ class DeyeMaster:
         if not online:
             return {}
         watts = self.profile.watts_at(t_s)
-        volts = sum(s.values["pack_voltage_mv"] for s in online) / len(online) / 1000 or FALLBACK_VOLTS
+        # (the ignores: online holds units with values only)
+        volts = sum(s.values["pack_voltage_mv"] for s in online) / len(online) / 1000 or FALLBACK_VOLTS  # type: ignore[index]
         share_ma = watts / volts * 1000 / len(online)
         currents = {}
         for state in online:
             current = share_ma
             if current > 0:
-                current = min(current, state.values["max_charge_current_ma"])
+                current = min(current, state.values["max_charge_current_ma"])  # type: ignore[index]
             currents[state.unit] = round(current)
         return currents
 
     # --- the Li-BMS screen -------------------------------------------------------------
 
-    def rows(self) -> list[dict]:
+    def rows(self) -> list[dict[str, Any]]:
         """The Li-BMS table: one row per unit, as the inverter's screen shows it (1.3.4)."""
-        rows = []
+        rows: list[dict[str, Any]] = []
         for unit, state in self.units.items():
             values = state.values
             if values is None:
@@ -300,31 +305,33 @@ class MasterView:
     pymodbus bench (simulators/deye/inverter.py) and of simulated time (hil/des_inverter.py) both
     answer for the inverter with the one model in self.master."""
 
+    master: DeyeMaster
+
     @property
-    def units(self):
+    def units(self) -> dict[int, UnitState]:
         return self.master.units
 
     @property
-    def profile(self):
+    def profile(self) -> PowerProfile:
         return self.master.profile
 
     @profile.setter
-    def profile(self, profile):
+    def profile(self, profile: PowerProfile) -> None:
         self.master.profile = profile
 
     @property
-    def cycles(self):
+    def cycles(self) -> int:
         return self.master.cycles
 
     @property
-    def battery_current_ma(self):
+    def battery_current_ma(self) -> dict[int, int]:
         return self.master.battery_current_ma
 
-    def battery_currents(self, t_s):
+    def battery_currents(self, t_s: float) -> dict[int, int]:
         return self.master.battery_currents(t_s)
 
-    def rows(self):
+    def rows(self) -> list[dict[str, Any]]:
         return self.master.rows()
 
-    def warnings(self):
+    def warnings(self) -> list[str]:
         return self.master.warnings()

@@ -16,10 +16,18 @@ at once, for as long as the failure is set).
 
 import asyncio
 import time
+from collections.abc import Callable
+from typing import Any, Self
 
-from bless import BlessServer, GATTAttributePermissions, GATTCharacteristicProperties
+# bless's __init__ is "# type: ignore" (it picks a backend per platform): mypy sees none of its names
+from bless import (  # type: ignore[attr-defined]
+    BlessGATTCharacteristic,
+    BlessServer,
+    GATTAttributePermissions,
+    GATTCharacteristicProperties,
+)
 
-from .device import JkBleSession
+from .device import JkBleSession, JkBms
 
 SERVICE_UUID = "0000ffe0-0000-1000-8000-00805f9b34fb"
 CHARACTERISTIC_UUID = "0000ffe1-0000-1000-8000-00805f9b34fb"
@@ -33,14 +41,14 @@ _PERMISSIONS = GATTAttributePermissions.readable | GATTAttributePermissions.writ
 class JkBlePeripheral:
     def __init__(
         self,
-        device,
-        adapter="hci0",
-        name=None,
-        gatt_layout="single",
-        chunking="mtu131",
-        reconnect_after_s=3.0,
-        on_notify=None,
-    ):
+        device: JkBms,
+        adapter: str = "hci0",
+        name: str | None = None,
+        gatt_layout: str = "single",
+        chunking: str = "mtu131",
+        reconnect_after_s: float = 3.0,
+        on_notify: Callable[[str, bytes], object] | None = None,
+    ) -> None:
         if gatt_layout not in GATT_LAYOUTS:
             raise ValueError("unknown GATT layout %r; choose single or split" % (gatt_layout,))
         self.device = device
@@ -50,21 +58,22 @@ class JkBlePeripheral:
         self.chunking = chunking
         self.reconnect_after_s = reconnect_after_s
         self.on_notify = on_notify  # on_notify(name, payload): e.g. a bench trace
-        self.session = None
+        self.session: JkBleSession | None = None
         self.notifications = 0
-        self.frames_sent = []  # (monotonic time the frame was generated, counter) for latency measurements
+        # (monotonic time the frame was generated, counter) for latency measurements
+        self.frames_sent: list[tuple[float, int]] = []
         self.running = False
-        self._server = None
-        self._notify_char = None
-        self._task = None
+        self._server: BlessServer | None = None
+        self._notify_char: BlessGATTCharacteristic | None = None
+        self._task: asyncio.Task[None] | None = None
 
-    async def start(self):
+    async def start(self) -> Self:
         await self._open_server()
         self.running = True
         self._task = asyncio.get_running_loop().create_task(self._stream())
         return self
 
-    async def stop(self):
+    async def stop(self) -> None:
         self.running = False
         if self._task is not None:
             self._task.cancel()
@@ -75,7 +84,7 @@ class JkBlePeripheral:
             self._task = None
         await self._close_server()
 
-    async def _open_server(self):
+    async def _open_server(self) -> None:
         self._server = BlessServer(name=self.name, adapter=self.adapter)
         self._server.read_request_func = lambda characteristic, **_: characteristic.value
         self._server.write_request_func = self._on_write
@@ -92,10 +101,10 @@ class JkBlePeripheral:
         gatt = self._notify_char.gatt
         gatt._notifying = False  # see the module docstring
 
-        def start_notify(_):
+        def start_notify(_: object) -> None:
             gatt._notifying = True
 
-        def stop_notify(_):
+        def stop_notify(_: object) -> None:
             gatt._notifying = False
 
         self._server.app.StartNotify = start_notify
@@ -104,7 +113,7 @@ class JkBlePeripheral:
         await self._server.start()
         await make_discoverable(self.adapter, alias=self.name)
 
-    async def _close_server(self):
+    async def _close_server(self) -> None:
         server, self._server = self._server, None
         if server is not None:
             try:
@@ -112,8 +121,8 @@ class JkBlePeripheral:
             except Exception:  # noqa: BLE001 - the bus may already be gone at shutdown
                 pass
 
-    def _send(self, payloads):
-        gatt = self._notify_char.gatt
+    def _send(self, payloads: list[bytes]) -> None:
+        gatt = self._notify_char.gatt  # type: ignore[union-attr]  # _open_server made it before any send
         if not gatt._notifying:
             return
         for payload in payloads:
@@ -122,10 +131,10 @@ class JkBlePeripheral:
             if self.on_notify is not None:
                 self.on_notify(self.name, payload)
 
-    def _on_write(self, characteristic, value, **_):
-        self._send(self.session.on_write(bytes(value), time.monotonic()))
+    def _on_write(self, characteristic: BlessGATTCharacteristic, value: bytearray, **_: Any) -> None:
+        self._send(self.session.on_write(bytes(value), time.monotonic()))  # type: ignore[union-attr]  # see _send
 
-    async def _stream(self):
+    async def _stream(self) -> None:
         refuse_until = 0.0
         while self.running:
             now = time.monotonic()
@@ -139,7 +148,7 @@ class JkBlePeripheral:
                     self.session = JkBleSession(self.device, self.chunking)
                 await asyncio.sleep(0.1)
                 continue
-            payloads = self.session.poll(now)
+            payloads = self.session.poll(now)  # type: ignore[union-attr]  # start() opened the server first
             if payloads:
                 self.frames_sent.append((now, self.device.counter))
                 self._send(payloads)
@@ -149,7 +158,7 @@ class JkBlePeripheral:
 # --- BlueZ from the peripheral's side (dbus-fast) -----------------------------------------
 
 
-async def make_discoverable(adapter, alias=None):
+async def make_discoverable(adapter: str, alias: str | None = None) -> None:
     """Make an adapter visible as a peripheral.
 
     BlueZoo reports LE advertisements only while the advertiser's adapter is
@@ -164,7 +173,8 @@ async def make_discoverable(adapter, alias=None):
     try:
         path = "/org/bluez/" + adapter
         introspection = await bus.introspect("org.bluez", path)
-        properties = bus.get_proxy_object("org.bluez", path, introspection).get_interface(
+        # Any: dbus-fast makes an interface's call_* methods at run time, from the introspection
+        properties: Any = bus.get_proxy_object("org.bluez", path, introspection).get_interface(
             "org.freedesktop.DBus.Properties"
         )
         if alias is not None:
@@ -175,7 +185,7 @@ async def make_discoverable(adapter, alias=None):
         bus.disconnect()
 
 
-async def disconnect_peers(adapter):
+async def disconnect_peers(adapter: str) -> int:
     """Drop every link to an adapter, as when its radio link is lost.
 
     Two views of a link are cut: BlueZ on a real radio publishes the central as a
@@ -191,7 +201,8 @@ async def disconnect_peers(adapter):
     dropped = 0
     try:
         introspection = await bus.introspect("org.bluez", "/")
-        manager = bus.get_proxy_object("org.bluez", "/", introspection).get_interface(
+        # Any: dbus-fast makes an interface's call_* methods at run time, from the introspection
+        manager: Any = bus.get_proxy_object("org.bluez", "/", introspection).get_interface(
             "org.freedesktop.DBus.ObjectManager"
         )
         objects = await manager.call_get_managed_objects()
@@ -207,7 +218,8 @@ async def disconnect_peers(adapter):
             if device["Address"].value != address and not path.startswith(under_adapter):
                 continue
             node = await bus.introspect("org.bluez", path)
-            await bus.get_proxy_object("org.bluez", path, node).get_interface("org.bluez.Device1").call_disconnect()
+            # (the ignore: call_disconnect is made at run time, as above)
+            await bus.get_proxy_object("org.bluez", path, node).get_interface("org.bluez.Device1").call_disconnect()  # type: ignore[attr-defined]
             dropped += 1
     finally:
         bus.disconnect()

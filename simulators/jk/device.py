@@ -12,9 +12,13 @@ disconnect and refuse_reconnect (acted on by the BLE adapter).
 """
 
 import random
+from collections.abc import Callable
+from typing import Any, TypedDict
 
 from vbms_core import jk_4e57, jk_ble, jk_frames, jk_pb, modbus
 from vbms_core.errors import RemoteProtocolError
+
+from ..battery import BatteryModel
 
 # What real modules of each layout report (jk-protocols.md 4): vendor, hardware, software.
 FIRMWARE = {
@@ -40,9 +44,17 @@ FLAG_BITS = {
     "discharge_undertemperature": 27,
 }
 
+
+class Chunking(TypedDict):
+    """How a module chunks a frame into notifications: sizes in turn, and whether keep-alives come too."""
+
+    sizes: tuple[int, ...]
+    keepalive: bool
+
+
 # Notification layouts seen on the air (jk-protocols.md 1.3):
 # chunk sizes for a 300-byte frame, and the junk the module adds.
-CHUNKING = {
+CHUNKING: dict[str, Chunking] = {
     "mtu23": {"sizes": (20,), "keepalive": False},  # JK04 JK-B2A16S: 15 x 20 B
     "mtu131": {"sizes": (128, 22), "keepalive": True},  # JK-PB 14.20: 128+22+128+22, AT\r\n
     "mtu247": {"sizes": (150,), "keepalive": False},  # JK-B1A20S15P 10.07: 150+150
@@ -54,18 +66,18 @@ C8_TRAILER = jk_ble.encode_command(jk_ble.TRAILER, b"\x01\x01", 1)
 class JkBms:
     def __init__(
         self,
-        battery,
-        layout="JK02_32S",
-        address=1,
-        name="JK-BMS",
-        serial_number="SIM0001",
-        vendor_id=None,
-        sw_version=None,
-        hw_version=None,
-        reply_delay_s=0.04,
-        slow_delay_s=1.5,
-        seed=0,
-    ):
+        battery: BatteryModel,
+        layout: str = "JK02_32S",
+        address: int = 1,
+        name: str = "JK-BMS",
+        serial_number: str = "SIM0001",
+        vendor_id: str | None = None,
+        sw_version: str | None = None,
+        hw_version: str | None = None,
+        reply_delay_s: float = 0.04,
+        slow_delay_s: float = 1.5,
+        seed: int = 0,
+    ) -> None:
         if layout not in jk_frames.LAYOUTS:
             raise ValueError("unknown JK layout %r; choose one of %s" % (layout, ", ".join(jk_frames.LAYOUTS)))
         self.battery = battery
@@ -79,14 +91,14 @@ class JkBms:
         self.hw_version = hw_version or default_hw
         self.reply_delay_s = reply_delay_s
         self.slow_delay_s = slow_delay_s
-        self.failure = None
+        self.failure: str | None = None
         self.force_error_bits = 0
         self.counter = 0
         self.uptime_s = 0
-        self._stuck = None
+        self._stuck: dict[str, Any] | None = None
         self._random = random.Random(seed)
 
-    def set_failure(self, failure):
+    def set_failure(self, failure: str | None) -> None:
         if failure is not None and failure not in FAILURES:
             raise ValueError("unknown JK failure %r; choose one of %s" % (failure, ", ".join(FAILURES)))
         self.failure = failure
@@ -94,11 +106,11 @@ class JkBms:
 
     # --- frames -----------------------------------------------------------------
 
-    def _next_counter(self):
+    def _next_counter(self) -> int:
         self.counter = (self.counter + 1) & 0xFF
         return self.counter
 
-    def error_word(self):
+    def error_word(self) -> int:
         _, protections = self.battery.flags()
         word = self.force_error_bits
         for flag in protections:
@@ -108,7 +120,7 @@ class JkBms:
             word &= 0xFFFF
         return word
 
-    def cell_values(self):
+    def cell_values(self) -> dict[str, Any]:
         battery = self.battery
         cells = battery.cell_voltages_mv()
         temps = battery.temperatures_ddegc(2)
@@ -137,13 +149,14 @@ class JkBms:
             "discharge_mosfet_on": battery.discharge_enabled,
         }
 
-    def cell_info_frame(self):
+    def cell_info_frame(self) -> bytes:
         values = self._stuck if self.failure == "stuck" else self.cell_values()
         return jk_frames.encode_cell_info(values, self.layout, self._next_counter())
 
-    def settings_frame(self):
+    def settings_frame(self) -> bytes:
         battery = self.battery
         limits = battery.limits
+        values: dict[str, Any]
         if self.layout == jk_frames.JK04:
             values = {"cell_count": battery.cells, "power_off_voltage_mv": limits["uvp"][0], "balancer_switch": 1}
         else:
@@ -164,7 +177,7 @@ class JkBms:
             }
         return jk_frames.encode_settings(values, self.layout, self._next_counter())
 
-    def device_info_frame(self):
+    def device_info_frame(self) -> bytes:
         return jk_frames.encode_device_info(
             {
                 "vendor_id": self.vendor_id,
@@ -180,19 +193,19 @@ class JkBms:
             self._next_counter(),
         )
 
-    def _damaged(self, frame):
+    def _damaged(self, frame: bytes) -> bytes:
         if self.failure == "garbage":
             return bytes(self._random.randrange(256) for _ in range(len(frame)))
         if self.failure == "bad_checksum":
             return frame[:-1] + bytes(((frame[-1] + 1) & 0xFF,))
         return frame
 
-    def _delay(self):
+    def _delay(self) -> float:
         return self.slow_delay_s if self.failure == "slow" else self.reply_delay_s
 
     # --- JK-PB RS485 (Modbus) -------------------------------------------------------
 
-    def handle_modbus(self, frame):
+    def handle_modbus(self, frame: bytes) -> tuple[bytes, float] | None:
         """(reply, delay_s) or None, for a frame heard on a JK-PB RS485 bus."""
         try:
             request = modbus.decode_request(frame)
@@ -217,7 +230,7 @@ class JkBms:
             ), self._delay()
         if isinstance(request, modbus.ReadRequest) and request.function == modbus.READ_HOLDING:
             base = jk_pb.block_of(request.address)
-            images = {
+            images: dict[int, Callable[[], bytes]] = {
                 jk_pb.SETTINGS_BLOCK: self.settings_frame,
                 jk_pb.LIVE_BLOCK: self.cell_info_frame,
                 jk_pb.DEVICE_BLOCK: self.device_info_frame,
@@ -233,7 +246,7 @@ class JkBms:
 
     # --- legacy 4E57 ------------------------------------------------------------------
 
-    def handle_4e57(self, frame):
+    def handle_4e57(self, frame: bytes) -> tuple[bytes, float] | None:
         try:
             envelope = jk_4e57.decode_frame(frame)
         except RemoteProtocolError:
@@ -245,11 +258,11 @@ class JkBms:
         raw_current = (0x8000 if current > 0 else 0) | min(abs(current) // 10, 0x7FFF)
         temps = battery.temperatures_ddegc(2)
 
-        def encode_temperature(ddegc):
+        def encode_temperature(ddegc: int) -> int:
             degc = round(ddegc / 10)
             return degc if degc >= 0 else 100 - degc
 
-        registers = {
+        registers: dict[int, int | str] = {
             0x80: encode_temperature(battery.mosfet_temp_ddegc),
             0x81: encode_temperature(temps[0]),
             0x82: encode_temperature(temps[1]),
@@ -282,7 +295,7 @@ class JkBleSession:
     for a reader that comes late: the newest frame due, the ones before it skipped.
     """
 
-    def __init__(self, device, chunking="mtu131", whole_frames=False):
+    def __init__(self, device: JkBms, chunking: str = "mtu131", whole_frames: bool = False) -> None:
         if chunking not in CHUNKING:
             raise ValueError("unknown chunking %r; choose one of %s" % (chunking, ", ".join(CHUNKING)))
         self.device = device
@@ -290,9 +303,9 @@ class JkBleSession:
         self.whole_frames = whole_frames
         self.streaming = False
         self.next_frame_s = 0.0
-        self.commands = []
+        self.commands: list[int] = []
 
-    def _chunks(self, frame, trailer=False):
+    def _chunks(self, frame: bytes, trailer: bool = False) -> list[bytes]:
         if self.whole_frames:
             return [frame, C8_TRAILER] if trailer else [frame]
         sizes = self.chunking["sizes"]
@@ -308,7 +321,7 @@ class JkBleSession:
             chunks.append(C8_TRAILER + (jk_ble.KEEPALIVE if self.chunking["keepalive"] else b""))
         return chunks
 
-    def on_write(self, data, now_s):
+    def on_write(self, data: bytes | bytearray, now_s: float) -> list[bytes]:
         try:
             command = jk_ble.decode_command(bytes(data))
         except RemoteProtocolError:
@@ -327,23 +340,23 @@ class JkBleSession:
             return notifications
         return [C8_TRAILER]
 
-    def poll(self, now_s):
+    def poll(self, now_s: float) -> list[bytes]:
         device = self.device
         if not self.streaming or now_s < self.next_frame_s or device.failure in ("silent", "stop_streaming"):
             return []
         self.next_frame_s = max(self.next_frame_s + STREAM_INTERVAL_S, now_s)
-        notifications = []
+        notifications: list[bytes] = []
         if self.chunking["keepalive"] and not self.whole_frames:
             notifications.append(jk_ble.KEEPALIVE)
         return notifications + self._chunks(device._damaged(device.cell_info_frame()))
 
-    def due_s(self, now_s):
+    def due_s(self, now_s: float) -> float | None:
         """When the newest frame due by now_s was due (None if none is: not streaming, or not yet)."""
         if not self.streaming or now_s < self.next_frame_s:
             return None
         return self.next_frame_s + STREAM_INTERVAL_S * int((now_s - self.next_frame_s) / STREAM_INTERVAL_S)
 
-    def latest(self, now_s):
+    def latest(self, now_s: float) -> list[bytes]:
         """The notifications of the newest frame due by now_s ([] if none is): the stream keeps
         its pace, and the frames due before that one, which nobody read, are skipped."""
         due_s = self.due_s(now_s)
