@@ -35,3 +35,21 @@ def wait_for(condition, timeout_s, step_s=0.25):
             return True
         time.sleep(step_s)
     return condition()
+
+
+# The real-time process tests (vbms run, BlueZoo, browsers, live fuzz campaigns on PTY buses): mostly waiting,
+# so `tox -e unit-live` runs them beside `tox -e unit` (the in-process tests, with vbms_core's coverage).
+LIVE_MODULES = frozenset((
+    "test_fuzz_wire.py", "test_bench_control.py", "test_runtime.py", "test_esp32_target.py", "test_dashboard.py",
+    "test_ble.py", "test_sim_terminal.py", "test_vbms_run.py",
+))  # fmt: skip
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "live: a real-time process test (LIVE_MODULES in tests/conftest.py)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in LIVE_MODULES:
+            item.add_marker(pytest.mark.live)

@@ -186,3 +186,20 @@ def test_a_slot_reconfigured_while_waiting_to_reconnect_has_nothing_to_let_go():
     _, error = wiring.rpc("Config.Set", {"config": {"bms0.addr": "C8:47:8C:10:00:09"}}, TOKEN)
     assert error is None and wiring.disconnects == []
     assert wiring.proxy.slots[0].error is None and wiring.proxy.slots[0].status == "waiting"  # a new module
+
+
+def test_a_connection_that_a_timeout_frees_goes_to_a_waiting_module_in_the_same_tick():
+    """Five modules, four connections: when the four attempts time out together, the fifth module
+    connects in that tick, and the next deadline is after it (found by tests/test_proxy_stateful.py:
+    the connections used to be handed out before the timeouts freed them, leaving a deadline of now)."""
+    config = {"bms%d.type" % slot: 2 for slot in range(5)}
+    config.update({"bms%d.addr" % slot: "C8:47:8C:10:00:%02X" % (slot + 1) for slot in range(5)})
+    proxy = app.Proxy(config, 0)
+    asked = [action.slot for action in proxy.feed(ev.Tick(0)) if isinstance(action, ev.BleConnect)]
+    assert len(asked) == 4
+    timeout_us = 3 * proxy.config["app.ble_timeout_s"] * 1_000_000 + 1  # ble_central.CONNECT_TIMEOUT_FACTOR
+    assert proxy.next_deadline_us() == timeout_us
+    actions = proxy.feed(ev.Tick(timeout_us))
+    waiting = [slot for slot in range(5) if slot not in asked]
+    assert [action.slot for action in actions if isinstance(action, ev.BleConnect)] == waiting
+    assert proxy.next_deadline_us() > timeout_us

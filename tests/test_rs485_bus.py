@@ -272,9 +272,14 @@ def test_no_silence_inside_a_frame_under_load_with_tracing(tmp_path):
             [sys.executable, "-c", READER, path, str(sum(lengths))], stdout=subprocess.PIPE, text=True
         )
         assert reader.stdout.readline().strip() == "ready"
-        for frame in frames:
+        for count, frame in enumerate(frames, 1):
             os.write(sender, frame)
             time.sleep(len(frame) * bus.char_s + 0.015)  # then a silence of several t3.5
+            # as a UART's sender waits for its frame to leave: a bus thread that the load holds up
+            # must not get the next frame before this one is on the wire and closed
+            deadline = time.monotonic() + 5
+            while bus.frames < count and time.monotonic() < deadline:
+                time.sleep(0.002)
         result = json.loads(reader.communicate(timeout=60)[0])
         os.close(sender)
     finally:

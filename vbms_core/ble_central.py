@@ -142,9 +142,10 @@ class BleCentral:
         self.handle(session, event, now_us, data)
 
     def tick(self, now_us):
+        """The timeouts first, then the connections due: a connection a timeout frees is handed on
+        in the same tick (the next deadline is then always after the tick)."""
         config = self.owner.config
         timeout_us = config["app.ble_timeout_s"] * 1000000
-        self._rotate(now_us)
         for index in sorted(self.sessions):
             session = self.sessions[index]
             state = session.state
@@ -157,6 +158,7 @@ class BleCentral:
                 self.handle(session, SILENT, now_us)
             elif state == HANDSHAKE and now_us - session.asked_us > ASK_EVERY_US:
                 self.handle(session, ASK_DUE, now_us)
+        self._rotate(now_us)
 
     def _rotate(self, now_us):
         """Connect the modules that are due, longest waiting first; when no connection is
