@@ -217,7 +217,8 @@ class DesBench(ev.Executor):
         at_s = (self._battery_stepped_s // self.battery_step_s + 1) * self.battery_step_s
         if fast:  # each battery's own clock: FAST_BATTERY_STEP_S after its last step, whatever made it
             for slot in self.batteries:
-                self._after(at_s - self.env.now, self._battery_due, slot, at_s, self._clock_token)
+                due_s = self._flows[slot].stepped_s + FAST_BATTERY_STEP_S
+                self._after(max(due_s - self.env.now, 0.0), self._battery_due, slot, due_s, self._clock_token)
         else:
             self._after(at_s - self.env.now, self._clock, self._clock_token, at_s)
         if self.bms_bus is not None:

@@ -214,6 +214,22 @@ class _Bus:
         self.protocol = protocol
 
 
+def test_switched_to_fast_mid_run_every_battery_model_still_steps_at_least_every_step_time():
+    """Fast fidelity steps a battery model FAST_BATTERY_STEP_S after its last step at the latest, also
+    when a run switches to it between two of full fidelity's whole seconds and no current moves."""
+    bench = load_default()
+    bench.profile = {"kind": "constant", "watts": 0.0}
+    target = DesTarget(bench)
+    target.advance(23.5)
+    target.set_fidelity(FAST)
+    batteries = target.world.batteries
+    before = {slot: battery.steps for slot, battery in batteries.items()}
+    target.advance(6 * FAST_BATTERY_STEP_S)
+    assert all(batteries[slot].steps - before[slot] >= 5 for slot in batteries), {
+        slot: batteries[slot].steps - before[slot] for slot in batteries
+    }
+
+
 def test_a_trace_ring_keeps_the_last_frames_in_memory_and_every_frame_in_its_file(tmp_path):
     bus = _Bus("bms", "byd-pro")
     ring = Trace(decode=False, keep=5)

@@ -143,7 +143,7 @@ class BleCentral:
 
     def tick(self, now_us):
         """The timeouts first, then the connections due: a connection a timeout frees is handed on
-        in the same tick (the next deadline is then always after the tick)."""
+        in the same tick."""
         config = self.owner.config
         timeout_us = config["app.ble_timeout_s"] * 1000000
         for index in sorted(self.sessions):
