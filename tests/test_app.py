@@ -296,11 +296,24 @@ def test_charge_limit_is_conservative():
         ({"bms0.voltage": 80.0}, "40.0..64.0"),
         ({"mqtt.enable": "yes"}, "true or false"),
         ({"bms0.name": "x" * 40}, "0..31 characters"),
+        ({"bms01.type": 1}, "unknown setting"),
+        ({"app": 5}, "unknown setting"),
+        # equal to the default but of another type: checked like any value, not passed as the default
+        ({"mqtt.enable": 0}, "true or false"),
+        ({"app.bms_retries": True}, "whole number"),
+        ({"app.stale_s": 10.0}, "whole number"),
     ],
 )
 def test_config_validation_names_the_key(settings, message):
     with pytest.raises(ConfigError, match=message):
         config.validate(settings)
+
+
+def test_config_defaults_are_valid_and_each_call_gives_a_new_copy():
+    first = config.defaults()
+    assert config.validate(first) == first
+    first["bms0.name"] = "changed"
+    assert config.defaults()["bms0.name"] == ""
 
 
 def test_factory_reset_needs_the_token_then_saves_the_defaults():

@@ -169,14 +169,20 @@ def is_mac(text):
     return True
 
 
+_template = []  # the defaults, built on first use: every valid key, each with its default
+
+
 def defaults():
-    config = {}
-    for key in SCHEMA:
-        config[key] = SCHEMA[key][1]
-    for slot in range(SLOTS):
-        for field in SLOT_SCHEMA:
-            config["bms%d.%s" % (slot, field)] = SLOT_SCHEMA[field][1]
-    return config
+    """A new complete configuration of defaults (every valid key: validate's list of known settings)."""
+    if not _template:
+        config = {}
+        for key in SCHEMA:
+            config[key] = SCHEMA[key][1]
+        for slot in range(SLOTS):
+            for field in SLOT_SCHEMA:
+                config["bms%d.%s" % (slot, field)] = SLOT_SCHEMA[field][1]
+        _template.append(config)
+    return dict(_template[0])
 
 
 def flatten(tree, prefix="", out=None, depth=1):
@@ -216,19 +222,17 @@ def validate(config):
     if not isinstance(config, dict):
         raise ConfigError("config", "must be an object")
     flat = flatten(config)
-    result = defaults()
+    result = defaults()  # holds every known key, so a key not in it is unknown
     for key in flat:
         value = flat[key]
-        if key in SCHEMA:
-            result[key] = _check(key, value, SCHEMA[key])
-            continue
-        slot_key = key.split(".")
-        if len(slot_key) == 2 and slot_key[0][:3] == "bms" and slot_key[1] in SLOT_SCHEMA:
-            number = slot_key[0][3:]
-            if is_ascii_digits(number) and int(number) < SLOTS and str(int(number)) == number:
-                result[key] = _check(key, value, SLOT_SCHEMA[slot_key[1]])
-                continue
-        raise ConfigError(key, "unknown setting")
+        if key not in result:
+            raise ConfigError(key, "unknown setting")
+        if value is result[key]:
+            continue  # the default itself (the same object), valid by the schema
+        spec = SCHEMA.get(key)
+        if spec is None:  # bmsN.field
+            spec = SLOT_SCHEMA[key[key.index(".") + 1 :]]
+        result[key] = _check(key, value, spec)
     seen = {}
     for slot in range(SLOTS):
         prefix = "bms%d." % slot
