@@ -203,3 +203,29 @@ def test_a_connection_that_a_timeout_frees_goes_to_a_waiting_module_in_the_same_
     waiting = [slot for slot in range(5) if slot not in asked]
     assert [action.slot for action in actions if isinstance(action, ev.BleConnect)] == waiting
     assert proxy.next_deadline_us() > timeout_us
+
+
+def test_with_one_module_more_than_connections_a_yield_waits_for_the_handover_before_the_next():
+    """Five modules, four connections: each yield hands a connection to the module that waited
+    longest, and the module that yielded waits until that one has its first reading before it
+    makes another module yield (it used to be due again at once: the four connected modules
+    yielded one after the other within a millisecond, and none streamed for long)."""
+    batteries = {slot: BatteryModel(seed=slot, soc_permille=300 + 100 * slot) for slot in range(5)}
+    devices = {slot: JkBms(batteries[slot], name="JK-%d" % slot) for slot in range(5)}
+    settings = {"rpc.auth_token": TOKEN}
+    for slot in range(5):
+        settings.update({"bms%d.type" % slot: 2, "bms%d.addr" % slot: "C8:47:8C:10:00:%02X" % (slot + 1)})
+    wiring = RecordingWiring(settings, [], devices)
+    wiring.run_until(60_000_000)
+    assert wiring.most_connected == 4
+    assert all(wiring.proxy.slots[slot].failures == 0 for slot in range(5))  # yielding is not a failure
+    yields = [when for when, _ in wiring.disconnects]
+    assert len(yields) >= 10  # the connections rotate
+    for earlier, later in zip(yields, yields[1:], strict=False):
+        # between two yields the module let in connected and had its handshake and first reading
+        assert later - earlier >= 100_000, (earlier, later)
+    connects = [wiring.proxy.ble.sessions[slot].connects for slot in range(5)]
+    assert max(connects) - min(connects) <= 1, connects  # every module in its turn
+    for slot in range(5):
+        named = deye.named_registers(0x1000, wiring.read_unit(slot))
+        assert named["soc_permille"] == batteries[slot].soc_permille // 10 * 10

@@ -14,9 +14,10 @@ from 1 s, doubling up to 30 s, and starts again at 1 s once frames flow.
 
 At most app.ble_max_connections modules are connected at once.  With more JK BLE
 slots than that, connections rotate: when a module is due and none is free, the
-connected module that got its fresh reading longest ago yields its connection
-(no failure, no backoff), and the module that has waited longest connects.  Each
-battery then reads at its turn; with fewer connections than slots, the age of its
+connected module that got its first reading longest ago yields its connection
+(no failure, no backoff), and the module that has waited longest connects.  One
+handover at a time: no module yields while another connected module has not had
+its first reading yet.  Each battery then reads at its turn; with fewer connections than slots, the age of its
 data grows with the number of slots per connection (app.stale_s may need room).
 """
 
@@ -168,8 +169,8 @@ class BleCentral:
             return
         due.sort(key=_waiting_order)
         free = self.owner.config["app.ble_max_connections"] - self.active()
-        if free < len(due):
-            done = [s for s in self.sessions.values() if s.state == STREAMING and s.streamed_us is not None]
+        if free < len(due) and not self._handing_over():
+            done = [s for s in self.sessions.values() if s.state == STREAMING]
             done.sort(key=_streamed_order)
             for session in done[: len(due) - max(free, 0)]:
                 self.handle(session, YIELD, now_us)
@@ -177,13 +178,23 @@ class BleCentral:
         for session in due[: max(free, 0)]:
             self.handle(session, DUE, now_us)
 
+    def _handing_over(self):
+        """True while a connected module has not had its first reading yet: no module yields
+        then (a module that yielded would otherwise be due at once and make the next one yield,
+        and so on through every connection)."""
+        for session in self.sessions.values():
+            if session.state == CONNECTING or session.state == HANDSHAKE:
+                return True
+        return False
+
     def next_deadline_us(self):
         """The soonest deadline of a session (asked before every wait of the driver: one pass)."""
         timeout_us = self.owner.config["app.ble_timeout_s"] * 1000000
         soonest = None
         soonest_attempt = None  # of the idle sessions: due only if a connection is free or can be freed
         active = 0
-        can_yield = False  # a module that has had its reading can make room
+        can_yield = False  # a module that has had its reading can make room (when no other is handing over)
+        handing_over = False
         for session in self.sessions.values():
             state = session.state
             if state == IDLE:
@@ -193,19 +204,21 @@ class BleCentral:
                 continue
             active += 1
             if state == CONNECTING:
+                handing_over = True
                 due = session.asked_us + CONNECT_TIMEOUT_FACTOR * timeout_us + 1
             else:
                 due = session.last_frame_us + timeout_us + 1
                 if state == HANDSHAKE:
+                    handing_over = True
                     due = min(due, session.asked_us + ASK_EVERY_US + 1)
-                elif state == STREAMING and session.streamed_us is not None:
+                else:
                     can_yield = True
             if soonest is None or due < soonest:
                 soonest = due
         if (
             soonest_attempt is not None
             and (soonest is None or soonest_attempt < soonest)
-            and (can_yield or active < self.owner.config["app.ble_max_connections"])
+            and (active < self.owner.config["app.ble_max_connections"] or (can_yield and not handing_over))
         ):
             soonest = soonest_attempt
         return soonest
@@ -297,7 +310,9 @@ class BleCentral:
 
     def _yield_connection(self, session, now_us, data):
         self.owner.emit(BleDisconnect(session.slot.index))
-        session.next_attempt_us = now_us  # due again at once, behind the modules that waited longer
+        # due again at once, behind the modules that waited longer; it makes another module yield
+        # only once the module it let in has had its reading (_handing_over)
+        session.next_attempt_us = now_us
 
     def _reading(self, session, now_us, decoded):
         session.slot.layout = decoded["layout"]
