@@ -261,6 +261,44 @@ def test_a_decoder_that_hangs_is_a_timeout_finding(broken_targets, tmp_path):
     findings.replay(dict(document, target="jk-4e57"))  # the real parser answers it at once
 
 
+class _UncountedDrop(jk_ble.JkReassembler):
+    """Broken: a dropped run of one byte is not counted as junk (bytes vanish)."""
+
+    def _drop(self, count):
+        if count == 1:
+            self._buffer[0:1] = b""
+            return
+        super()._drop(count)
+
+
+class _NoChecksum(jk_ble.JkReassembler):
+    """Broken: hands out a frame whatever its checksum."""
+
+    def feed(self, chunk):
+        buffer = self._buffer
+        buffer.extend(chunk)
+        if len(buffer) >= jk_frames.FRAME_LENGTH and buffer[:4] == jk_frames.HEADER:
+            self._events.append(jk_ble.JkFrame(bytes(buffer[: jk_frames.FRAME_LENGTH])))
+            self.frames += 1
+            buffer[0 : jk_frames.FRAME_LENGTH] = b""
+        super().feed(b"")
+
+
+@pytest.mark.parametrize(
+    "broken, script, message",
+    [
+        # one-byte notifications of garbage: the check after each of them sees the byte that vanished
+        (_UncountedDrop, bytes([0, 0, 10]) + b"\x11" * 10, "^4 bytes fed, 3 accounted for"),
+        # a frame with a wrong checksum (record control 2), in notifications of 20 bytes
+        (_NoChecksum, bytes([19, 2 | 1 << 2, 40]) + bytes(range(40)), "a frame of bad type or checksum"),
+    ],
+)
+def test_the_reassembler_check_catches_a_broken_reassembler(broken, script, message):
+    targets.reassembler_check()(script)  # the real reassembler passes
+    with pytest.raises(targets.InvariantViolation, match=message):
+        targets.reassembler_check(broken)(script)
+
+
 # --- the command line ----------------------------------------------------------------------------------------------
 
 

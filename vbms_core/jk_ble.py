@@ -217,7 +217,8 @@ class JkReassembler:
                 # Keep a tail that may be the start of a header split across notifications.
                 self._drop(len(buffer) - 3)
                 return
-            self._drop(start)
+            if start:
+                self._drop(start)
             if len(buffer) < FRAME_LENGTH:
                 return
             if buffer[4] in _KNOWN_FRAME_TYPES and sum(buffer[: FRAME_LENGTH - 1]) & 0xFF == buffer[FRAME_LENGTH - 1]:

@@ -541,8 +541,18 @@ def reassembler_check(factory: Callable[[], jk_ble.JkReassembler] = jk_ble.JkRea
                 chunk = piece[start : start + chunk_size]
                 reassembler.feed(chunk)
                 seen.fed += len(chunk)
-                require(reassembler.pending() < jk_frames.FRAME_LENGTH, "holds %d bytes", reassembler.pending())
-                _drain_reassembler(reassembler, seen)
+                held = reassembler.pending()
+                require(held < jk_frames.FRAME_LENGTH, "holds %d bytes", held)
+                event = reassembler.next_event()
+                if event is NEED_DATA:  # the common case, checked inline (a chunk is often one byte)
+                    frames = len(seen.frames)
+                    if (
+                        reassembler.frames != frames
+                        or frames * jk_frames.FRAME_LENGTH + reassembler.junk_bytes + held != seen.fed
+                    ):
+                        _drain_reassembler(reassembler, seen)  # says which
+                else:
+                    _drain_reassembler(reassembler, seen, event)
         reassembler.flush()
         _drain_reassembler(reassembler, seen)
         require(reassembler.pending() == 0, "holds %d bytes after flush", reassembler.pending())
@@ -568,9 +578,9 @@ class _Seen:
         self.odd_junk: list[Sequence[str]] = []  # the kinds of junk events that are not benign
 
 
-def _drain_reassembler(reassembler: jk_ble.JkReassembler, seen: _Seen) -> None:
+def _drain_reassembler(reassembler: jk_ble.JkReassembler, seen: _Seen, first: Any = None) -> None:
     for _ in range(seen.fed + 2):
-        event = reassembler.next_event()
+        event, first = (reassembler.next_event() if first is None else first), None
         if event is NEED_DATA:
             break
         if isinstance(event, jk_ble.JkFrame):
