@@ -143,3 +143,21 @@ def test_a_trigger_reply_has_a_maximum_size():
     assert jk_pb.decode_trigger_reply(frame + b"\x00" + ack + b"\x00").ack is not None  # padded: fine
     with pytest.raises(RemoteProtocolError, match="at most"):
         jk_pb.decode_trigger_reply(frame + ack + bytes(100_000))  # was read zero by zero, in quadratic time
+
+
+@pytest.mark.parametrize("base", sorted(jk_pb.BLOCK_NAMES))
+def test_the_wire_image_reverses_each_wide_field_and_keeps_every_other_byte(base):
+    """Against a plain reading of WIDE_FIELDS (each field's bytes reversed), on an image of distinct
+    bytes, whole and cut off inside a field."""
+    image = bytes(index % 251 for index in range(0x200))
+    expected = bytearray(image)
+    for offset, width, count in jk_pb.WIDE_FIELDS.get(base, ()):
+        assert width in (2, 4)  # the widths wire_image knows
+        for index in range(count):
+            start = offset + width * index
+            expected[start : start + width] = bytes(reversed(image[start : start + width]))
+    assert jk_pb.wire_image(image, base) == bytes(expected)
+    if jk_pb.WIDE_FIELDS.get(base):
+        offset, width, _ = jk_pb.WIDE_FIELDS[base][0]
+        cut = offset + width - 1  # the image ends inside its first wide field: that field stays as it is
+        assert jk_pb.wire_image(image[:cut], base) == image[:cut]

@@ -149,11 +149,19 @@ def wire_image(image, base):
     """
     starts = _WIDE_FIELD_STARTS.get(base, {})
     wire = bytearray(image)
+    length = len(wire)
     for offset in starts:
         width = starts[offset]
-        if offset + width <= len(wire):
-            for index in range(width):
-                wire[offset + index] = image[offset + width - 1 - index]
+        if offset + width > length:
+            continue
+        if width == 2:
+            wire[offset] = image[offset + 1]
+            wire[offset + 1] = image[offset]
+        else:  # 4 (WIDE_FIELDS has no other width)
+            wire[offset] = image[offset + 3]
+            wire[offset + 1] = image[offset + 2]
+            wire[offset + 2] = image[offset + 1]
+            wire[offset + 3] = image[offset]
     return bytes(wire)
 
 
