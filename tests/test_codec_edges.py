@@ -303,6 +303,24 @@ def test_const_is_the_identity_off_micropython():
 
 
 @pytest.mark.parametrize(
+    "raw, text",
+    [
+        (b"", ""),
+        (b"\x00", ""),
+        (b"JK_PB2A16S20P\x00\x00\x00", "JK_PB2A16S20P"),
+        (b"ABC\x00junk\xff", "ABC"),  # the field ends at its first NUL, whatever follows
+        (b"A\x01B\x7f~ ", "A?B?~ "),  # bytes outside 0x20..0x7E become '?'
+        (b"AB\x7f", "AB?"),
+        (b"\x1f\x80\xff\x00A", "???"),
+        (bytearray(b"V19\x00"), "V19"),
+        (memoryview(b"S/N 1\xc3\xa4"), "S/N 1??"),  # not UTF-8: byte by byte
+    ],
+)
+def test_an_ascii_field_ends_at_nul_and_marks_every_other_byte(raw, text):
+    assert compat.ascii_field(raw) == text
+
+
+@pytest.mark.parametrize(
     "text, raw",
     [("55AAEB90", b"\x55\xaa\xeb\x90"), ("0x55 aa:eb-90\n", b"\x55\xaa\xeb\x90"), ("", b"")],
 )

@@ -12,12 +12,19 @@ def ascii_field(raw):
     """A NUL-terminated ASCII field as text; bytes outside 0x20..0x7E become '?'.
 
     Written out by hand because MicroPython's bytes.decode() knows no error
-    handlers, and the result must be identical on both interpreters.
+    handlers, and the result must be identical on both interpreters: decode()
+    only takes a field that is printable ASCII throughout.
     """
+    raw = bytes(raw)
+    end = raw.find(b"\x00")
+    if end >= 0:
+        raw = raw[:end]
+    if not raw:
+        return ""
+    if min(raw) >= 0x20 and max(raw) < 0x7F:
+        return raw.decode()  # all printable: as it is (the common case, a loop in C)
     chars = []
     for byte in raw:
-        if byte == 0:
-            break
         chars.append(chr(byte) if 0x20 <= byte < 0x7F else "?")
     return "".join(chars)
 
