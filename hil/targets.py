@@ -28,6 +28,7 @@ from . import operations
 
 if TYPE_CHECKING:
     from simulators.battery import BatteryModel
+    from simulators.deye.inverter import DeyeInverter
     from simulators.deye.master import MasterView
 
     from .benchfile import Bench
@@ -135,12 +136,22 @@ class Target:
         raise NotImplementedError
 
     # --- the inverter -------------------------------------------------------------------
+    def inverter(self) -> MasterView:
+        """The simulated inverter, or an error that says why there is none."""
+        inverter = self.world.inverter
+        if inverter is None:
+            raise RuntimeError(
+                "bench %r has no simulated inverter (no [inverter] section, or the DEYE side is external): "
+                "a step that reads what the inverter sees needs one" % self.bench.name
+            )
+        return inverter
+
     def unit(self, unit: int) -> dict[str, Any]:
         """The unit as the inverter sees it: {"values", "identity", "comm_warning", "misses", ...}."""
-        return self.world.inverter.units[unit].snapshot()  # type: ignore[union-attr]  # scenario benches have one
+        return self.inverter().units[unit].snapshot()
 
     def warnings(self) -> list[str]:
-        return self.world.inverter.warnings()  # type: ignore[union-attr]  # scenario benches have an inverter
+        return self.inverter().warnings()
 
     def inverter_read(self, unit: int, address: int, count: int, function: int = modbus.READ_INPUT) -> InverterReply:
         """("registers", [...]), ("exception", code), ("garbage", bytes) or ("silent", None)."""
@@ -160,24 +171,22 @@ class Target:
 
     def bms_wire_time_s(self) -> float:
         """Every RS485 battery polled once: its request out and its reply back, at the bus's baud
-        rate, from the real frame sizes of the bench's devices."""
-        from vbms_core import byd, jk_4e57, jk_pb
+        rate, from the frame sizes a healthy device of the bench sends (whatever its failure now;
+        the devices are not asked, so their counters stay as they are)."""
+        from vbms_core import byd, jk_4e57, jk_frames, jk_pb
 
         total_s = 0.0
         for spec in self.bench.batteries:
-            device = self.world.devices[spec.slot]
             if spec.type == "byd_pro":
-                request = byd.encode_request(spec.address)
-                reply = cast(BydModule, device).handle(request)[0]  # type: ignore[index]  # a healthy module answers
+                size = len(byd.encode_request(spec.address)) + byd.RESPONSE_LENGTH
             elif spec.type == "jk_rs485":
-                request = jk_pb.encode_trigger(spec.address, "status")
-                reply = cast(JkBms, device).handle_modbus(request)[0]  # type: ignore[index]  # (as above)
+                size = len(jk_pb.encode_trigger(spec.address, "status")) + jk_frames.FRAME_LENGTH + jk_pb.ACK_LENGTH
             elif spec.type == "jk_4e57":
-                request = jk_4e57.encode_read_all_request()
-                reply = cast(JkBms, device).handle_4e57(request)[0]  # type: ignore[index]  # (as above)
+                device = cast(JkBms, self.world.devices[spec.slot])
+                size = len(jk_4e57.encode_read_all_request()) + len(device.read_all_reply())
             else:
                 continue
-            total_s += (len(request) + len(reply)) * 10 / self.bench.buses[cast(str, spec.bus)].baud  # on a bus
+            total_s += size * 10 / self.bench.buses[cast(str, spec.bus)].baud  # 10 bits a byte on a bus
         return total_s
 
     def device_failure(self, slot: int, failure: str | None) -> None:
@@ -238,6 +247,8 @@ class DesTarget(Target):
         from .des import TOKEN, DesBench
 
         super().__init__(bench)
+        if not bench.inverter:
+            raise ValueError("the des target simulates the inverter: bench %r needs an [inverter] section" % bench.name)
         self.world = DesBench(bench)
         self.token = TOKEN
 
@@ -312,8 +323,8 @@ class SimTarget(Target):
         return time.monotonic() - self._started
 
     def inverter_read(self, unit: int, address: int, count: int, function: int = modbus.READ_INPUT) -> InverterReply:
-        # world.inverter: None only on a bench with no inverter, or with an external one, where nothing reads
-        return _classify(self.world.inverter.raw_exchange(_read_request(unit, function, address, count)))  # type: ignore[union-attr]
+        inverter = cast("DeyeInverter", self.inverter())  # this target's world has the pymodbus inverter
+        return _classify(inverter.raw_exchange(_read_request(unit, function, address, count)))
 
     def drop_ble(self, slot: int, refuse: bool = False) -> None:
         operations.drop_ble(self.world, slot, refuse)
@@ -399,8 +410,8 @@ class Esp32Target(Target):
         return time.monotonic() - self._started
 
     def inverter_read(self, unit: int, address: int, count: int, function: int = modbus.READ_INPUT) -> InverterReply:
-        # world.inverter: None only on a bench with no inverter, or before start_inverter()
-        return _classify(self.world.inverter.raw_exchange(_read_request(unit, function, address, count)))  # type: ignore[union-attr]
+        inverter = cast("DeyeInverter", self.inverter())  # this target's world has the pymodbus inverter
+        return _classify(inverter.raw_exchange(_read_request(unit, function, address, count)))
 
     def drop_ble(self, slot: int, refuse: bool = False) -> None:
         self.device_failure(slot, "refuse_reconnect" if refuse else "disconnect")

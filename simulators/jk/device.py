@@ -253,6 +253,10 @@ class JkBms:
             return None
         if envelope.frame_type != 0 or envelope.command != jk_4e57.READ_ALL or self.failure == "silent":
             return None
+        return self._damaged(self.read_all_reply()), self._delay()
+
+    def read_all_reply(self) -> bytes:
+        """The 4E57 answer to "read all" as a healthy module sends it (no failure applied)."""
         battery = self.battery
         current = battery.current_ma
         raw_current = (0x8000 if current > 0 else 0) | min(abs(current) // 10, 0x7FFF)
@@ -278,8 +282,7 @@ class JkBms:
             0xB7: ("%s_S%s" % (self.hw_version, self.sw_version))[:15],
             0xC0: 1,
         }
-        reply = jk_4e57.encode_response(battery.cell_voltages_mv(), registers)
-        return self._damaged(reply), self._delay()
+        return jk_4e57.encode_response(battery.cell_voltages_mv(), registers)
 
 
 class JkBleSession:
