@@ -298,3 +298,24 @@ def test_modbus_exception_for_unknown_jk_function(battery):
     assert dissect("modbus", reply)["exception"] == "illegal_function"
     assert jk_4e57.decode(reply := device.handle_4e57(jk_4e57.encode_read_all_request())[0])["frame_type"] == "response"
     assert reply
+
+
+def test_a_failure_set_directly_sticks_at_the_next_reply_and_comes_unstuck(battery):
+    """The docstrings say "set .failure": "stuck" set that way sticks at the values of the next
+    reply, and a later "stuck" at the values of its own time, not of the first."""
+    module, device = BydModule(1, battery), JkBms(battery, address=3)
+
+    def values():
+        return (byd.decode_response(byd_reply(module)[0]).fields["current_ma"],
+                jk_frames.decode_frame(device.cell_info_frame())["current_ma"])  # fmt: skip
+
+    battery.advance(60, 10_000)
+    module.failure = device.failure = "stuck"
+    assert values() == (10_000, 10_000)
+    battery.advance(60, 20_000)
+    assert values() == (10_000, 10_000)
+    module.failure = device.failure = None
+    assert values() == (20_000, 20_000)
+    battery.advance(60, 30_000)
+    module.failure = device.failure = "stuck"
+    assert values() == (30_000, 30_000)

@@ -75,7 +75,14 @@ class BydModule:
         if failure is not None and failure not in FAILURES:
             raise ValueError("unknown BYD failure %r; choose one of %s" % (failure, ", ".join(FAILURES)))
         self.failure = failure
-        self._stuck = self.fields() if failure == "stuck" else None
+        self._stuck = self.fields() if failure == "stuck" else None  # (and a direct .failure: _stuck_fields)
+
+    def _stuck_fields(self) -> dict[str, Any]:
+        """The values it is stuck at: those of set_failure("stuck"), or of the first reply after
+        .failure was set to "stuck" directly."""
+        if self._stuck is None:
+            self._stuck = self.fields()
+        return self._stuck
 
     def fields(self) -> dict[str, Any]:
         """The status frame's values now (a dict nobody may change: the same one is handed out until
@@ -130,7 +137,11 @@ class BydModule:
         self.requests += 1
         if self.failure == "silent":
             return None
-        fields = self._stuck if self.failure == "stuck" else self.fields()
+        if self.failure == "stuck":
+            fields = self._stuck_fields()
+        else:
+            self._stuck = None  # (a direct .failure may have left it)
+            fields = self.fields()
         if fields != self._last_fields:  # the same values encode to the same frame
             self._last_fields = fields
             self._last_reply = byd.encode_response(self.address, fields)

@@ -150,7 +150,13 @@ class JkBms:
         }
 
     def cell_info_frame(self) -> bytes:
-        values = self._stuck if self.failure == "stuck" else self.cell_values()
+        if self.failure == "stuck":
+            if self._stuck is None:  # .failure set to "stuck" directly: stuck at this frame's values
+                self._stuck = self.cell_values()
+            values = self._stuck
+        else:
+            self._stuck = None  # (a direct .failure may have left it)
+            values = self.cell_values()
         return jk_frames.encode_cell_info(values, self.layout, self._next_counter())
 
     def settings_frame(self) -> bytes:
