@@ -338,3 +338,12 @@ def test_list_names_every_target_and_its_allowed_error(capsys):
     assert [line.split()[0] for line in lines] == list(targets.TARGETS)
     assert "(allowed error: RemoteProtocolError)" in lines[1] and "(allowed error: ConfigError)" in lines[-2]
     assert lines[-1].startswith("rpc ") and "(allowed error: none (errors are replies))" in lines[-1]
+
+
+def test_a_targets_file_that_is_not_python_source_is_refused_by_name(tmp_path):
+    from hil.fuzz.worker import load_targets
+
+    path = tmp_path / "targets.txt"
+    path.write_text("TARGETS = {}\n")
+    with pytest.raises(ValueError, match="targets file .*targets.txt: not a Python source file"):
+        load_targets(str(path))

@@ -40,10 +40,11 @@ def load_targets(targets_file: str | None = None) -> dict[str, Target]:
     table = dict(targets.TARGETS)
     if targets_file:
         spec = importlib.util.spec_from_file_location(EXTRA_MODULE, targets_file)
-        # a spec (with a loader) for a .py file; None for a name without a source suffix
-        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        if spec is None or spec.loader is None:  # a name without a source suffix
+            raise ValueError("targets file %s: not a Python source file (.py)" % targets_file)
+        module = importlib.util.module_from_spec(spec)
         sys.modules[EXTRA_MODULE] = module
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        spec.loader.exec_module(module)
         table.update(module.TARGETS)
     return table
 
