@@ -550,7 +550,7 @@ def proxy_bench(batteries: int, seconds: float) -> dict[str, Any]:
     def percentile(values: Sequence[float], fraction: float) -> float | None:
         return values[min(len(values) - 1, int(fraction * len(values)))] if values else None
 
-    # (the ignores: percentile() is None for no values only, and there are replies: latencies[-1] needs one)
+    # (the ignores: percentile() is None for no values only, and there are values where it is called)
     return {
         "batteries": batteries,
         "replies": len(latencies),
@@ -558,7 +558,9 @@ def proxy_bench(batteries: int, seconds: float) -> dict[str, Any]:
             "p50": round(1000 * percentile(latencies, 0.50), 2),  # type: ignore[operator]
             "p99": round(1000 * percentile(latencies, 0.99), 2),  # type: ignore[operator]
             "max": round(1000 * latencies[-1], 2),
-        },
+        }
+        if latencies
+        else None,
         "data_age_ms": {"p50": round(1000 * percentile(ages, 0.5), 1), "max": round(1000 * ages[-1], 1)}  # type: ignore[operator]
         if ages
         else None,
@@ -568,7 +570,17 @@ def proxy_bench(batteries: int, seconds: float) -> dict[str, Any]:
 
 
 def run_proxy(args: argparse.Namespace) -> int:
-    rows = [proxy_bench(count, args.seconds) for count in (4, 8, 15)]
+    rows = []
+    for count in (4, 8, 15):
+        row = proxy_bench(count, args.seconds)
+        if not row["replies"] or row["data_age_ms"] is None:
+            print(
+                "vbms bench proxy: with %d batteries no inverter read was answered with a battery's data in %g s; "
+                "a longer --seconds may help, or `vbms run` may have failed to start" % (count, args.seconds),
+                file=sys.stderr,
+            )
+            return 1
+        rows.append(row)
     report: dict[str, Any] = {"rows": rows, "targets": {}}
     worst_p99 = max(row["latency_ms"]["p99"] for row in rows)
     worst_ratio = max(row["oldest_over_bound"] for row in rows)

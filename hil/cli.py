@@ -137,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench_kinds = bench.add_subparsers(dest="bench", metavar="BENCHMARK")
     bench_kinds.required = True
     codecs = bench_kinds.add_parser("codecs", help="decoder speed on CPython; heap use on MicroPython")
-    codecs.add_argument("--seconds", type=float, default=0.5, help="time per CPython measurement (default 0.5)")
+    codecs.add_argument(
+        "--seconds", type=_positive(float, "--seconds"), default=0.5, help="time per CPython measurement (default 0.5)"
+    )
     codecs.add_argument("--no-micropython", action="store_true", help="skip the MicroPython (WebAssembly) measurements")
     codecs.add_argument("--json", action="store_true", help="print the results as one JSON object")
     wires = bench_kinds.add_parser(
@@ -145,21 +147,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     wires.add_argument("--json", action="store_true", help="print the results as one JSON object")
     wires.add_argument(
-        "--requests", type=int, default=10_000, metavar="N",
+        "--requests", type=_count("--requests"), default=10_000, metavar="N",
         help="valid requests for the first-try miss count (default 10000, about 13 minutes; 0 skips it)",
     )  # fmt: skip
     des_bench = bench_kinds.add_parser("des", help="simulated seconds per wall second of the des target")
-    des_bench.add_argument("--seconds", type=float, default=600.0, help="simulated seconds per bench (default 600)")
+    des_bench.add_argument(
+        "--seconds", type=_positive(float, "--seconds"), default=600.0, help="simulated seconds per bench (default 600)"
+    )
     des_bench.add_argument(
         "--fidelity", choices=("fast", "full", "both"), default="both",
         help="the des target's fidelity to measure (default both; hil/des.py says what fast leaves out)",
     )  # fmt: skip
-    des_bench.add_argument("--repeat", type=int, default=3, help="runs per bench, the median is reported (default 3)")
+    des_bench.add_argument(
+        "--repeat", type=_positive(int, "--repeat"), default=3,
+        help="runs per bench, the median is reported (default 3)",
+    )  # fmt: skip
     des_bench.add_argument("--json", action="store_true", help="print the results as one JSON object")
     proxy = bench_kinds.add_parser(
         "proxy", help="vbms run's reply latency and data age with 4, 8 and 15 RS485 batteries"
     )
-    proxy.add_argument("--seconds", type=float, default=20.0, help="run time per battery count (default 20)")
+    proxy.add_argument(
+        "--seconds", type=_positive(float, "--seconds"), default=20.0, help="run time per battery count (default 20)"
+    )
     proxy.add_argument("--json", action="store_true", help="print the results as one JSON object")
     add_fuzz_parser(commands)
     add_firmware_parser(commands)
@@ -178,6 +187,21 @@ def _positive(kind: Callable[[str], float], what: str) -> Callable[[str], float]
             raise argparse.ArgumentTypeError("%s must be %s, not %r" % (what, number, text)) from None
         if not 0 < value < float("inf"):
             raise argparse.ArgumentTypeError("%s must be positive, not %s" % (what, text))
+        return value
+
+    return parse
+
+
+def _count(what: str) -> Callable[[str], int]:
+    """An argparse type: a whole number >= 0; a wrong one exits 2 saying so."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("%s must be a whole number, not %r" % (what, text)) from None
+        if value < 0:
+            raise argparse.ArgumentTypeError("%s must be 0 or more, not %s" % (what, text))
         return value
 
     return parse
