@@ -303,7 +303,24 @@ class DesTarget(Target):
         return self.world.trace.tail(count, ble=count // 4)
 
 
-class SimTarget(Target):
+class RealTimeTarget(Target):
+    """A target whose time is the wall clock and whose inverter is the pymodbus DEYE simulator on a
+    serial line (sim, micropython, esp32); a subclass sets _started when its world is up."""
+
+    _started = 0.0
+
+    def advance(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def now_s(self) -> float:
+        return time.monotonic() - self._started
+
+    def inverter_read(self, unit: int, address: int, count: int, function: int = modbus.READ_INPUT) -> InverterReply:
+        inverter = cast("DeyeInverter", self.inverter())  # this target's world has the pymodbus inverter
+        return _classify(inverter.raw_exchange(_read_request(unit, function, address, count)))
+
+
+class SimTarget(RealTimeTarget):
     name = "sim"
     dut = "vbms"
     world: Simulation
@@ -315,16 +332,6 @@ class SimTarget(Target):
         self.world = Simulation(bench, dut=self.dut).start()
         self.token = self.world.dut_token
         self._started = time.monotonic()
-
-    def advance(self, seconds: float) -> None:
-        time.sleep(seconds)
-
-    def now_s(self) -> float:
-        return time.monotonic() - self._started
-
-    def inverter_read(self, unit: int, address: int, count: int, function: int = modbus.READ_INPUT) -> InverterReply:
-        inverter = cast("DeyeInverter", self.inverter())  # this target's world has the pymodbus inverter
-        return _classify(inverter.raw_exchange(_read_request(unit, function, address, count)))
 
     def drop_ble(self, slot: int, refuse: bool = False) -> None:
         operations.drop_ble(self.world, slot, refuse)
@@ -362,7 +369,7 @@ class MicropythonTarget(SimTarget):
     dut = "micropython"
 
 
-class Esp32Target(Target):
+class Esp32Target(RealTimeTarget):
     """A board the harness did not start, named by the bench's [esp32] section: a real ESP32, or the
     virtual board (hil/board.py VirtualBoard) that stands in for one in CI.
 
@@ -402,16 +409,6 @@ class Esp32Target(Target):
             self.stop()
             raise
         self._started = time.monotonic()
-
-    def advance(self, seconds: float) -> None:
-        time.sleep(seconds)
-
-    def now_s(self) -> float:
-        return time.monotonic() - self._started
-
-    def inverter_read(self, unit: int, address: int, count: int, function: int = modbus.READ_INPUT) -> InverterReply:
-        inverter = cast("DeyeInverter", self.inverter())  # this target's world has the pymodbus inverter
-        return _classify(inverter.raw_exchange(_read_request(unit, function, address, count)))
 
     def drop_ble(self, slot: int, refuse: bool = False) -> None:
         self.device_failure(slot, "refuse_reconnect" if refuse else "disconnect")
