@@ -125,9 +125,10 @@ RPC_CALLS = st.one_of(
 )
 
 
-def initial_config(layout):
-    """A bench: layout is a list of slot types (0 none, 1 BYD, 2 JK BLE, 3 JK-PB, 4 4E57)."""
-    config = {"rpc.auth_token": TOKEN, "app.stale_s": 5}
+def initial_config(layout, connections=4):
+    """A bench: layout is a list of slot types (0 none, 1 BYD, 2 JK BLE, 3 JK-PB, 4 4E57); connections:
+    app.ble_max_connections (fewer than the JK BLE slots: the connections rotate)."""
+    config = {"rpc.auth_token": TOKEN, "app.stale_s": 5, "app.ble_max_connections": connections}
     for slot, kind in enumerate(layout):
         config["bms%d.type" % slot] = kind
         config["bms%d.addr" % slot] = MACS[slot] if kind == 2 else str(slot + 1)
@@ -137,10 +138,13 @@ def initial_config(layout):
 class ProxyMachine(RuleBasedStateMachine):
     """The proxy with this test as its driver: the executor, the devices, the clock."""
 
-    @initialize(layout=st.lists(st.sampled_from((0, 1, 1, 2, 3, 4)), min_size=1, max_size=6))
-    def start(self, layout):
+    @initialize(
+        layout=st.lists(st.sampled_from((0, 1, 2, 2, 3, 4)), min_size=1, max_size=6),
+        connections=st.sampled_from((1, 2, 4)),
+    )
+    def start(self, layout, connections):
         self.now = 0
-        self.config = initial_config(layout)
+        self.config = initial_config(layout, connections)
         self.saved = dict(self.config)
         self.proxy = app.Proxy(self.config, 0)
         self.devices = {}  # (slot, type, address) -> device model
