@@ -21,7 +21,6 @@ board's battery port, each at its own address, as modules on one RS485 line do.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 import time
@@ -39,7 +38,7 @@ from .wires.faults import NOISE_SILENCE_T35, BusError, Decision, Fault, FaultMod
 
 if TYPE_CHECKING:
     from simulators.deye.inverter import DeyeInverter
-    from simulators.jk.ble import JkBlePeripheral
+    from simulators.jk.ble import JkBlePeripheral, PeripheralHost
     from simulators.jk.device import JkBms
     from simulators.serial_device import DeviceModel
 
@@ -316,8 +315,7 @@ class AdapterBench:
         self.shared_port: SharedPort | None = None
         self.peripherals: dict[int, JkBlePeripheral] = {}
         self.started_s: float | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: threading.Thread | None = None
+        self._ble_host: PeripheralHost | None = None
         self._clock_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._dbus_before: str | None = None
@@ -347,14 +345,13 @@ class AdapterBench:
         jk_ble = [spec for spec in self.bench.batteries if spec.type == "jk_ble"]
         if not jk_ble:
             return
-        from simulators.jk.ble import JkBlePeripheral
+        from simulators.jk.ble import JkBlePeripheral, PeripheralHost
 
         if self.esp32.get("ble_dbus_address"):  # bless and dbus-fast find BlueZ there (the virtual board's BlueZoo)
             self._dbus_before = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", "")
             os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = self.esp32["ble_dbus_address"]
-        self._loop = asyncio.new_event_loop()
-        self._loop_thread = threading.Thread(target=self._loop.run_forever, name="ble-loop", daemon=True)
-        self._loop_thread.start()
+        self._ble_host = PeripheralHost()
+        self.peripherals = self._ble_host.peripherals
         for spec, adapter in zip(jk_ble, self.esp32["ble_adapters"], strict=False):
             peripheral = JkBlePeripheral(
                 cast("JkBms", self.devices[spec.slot]),
@@ -363,8 +360,7 @@ class AdapterBench:
                 gatt_layout=spec.gatt,
                 chunking=spec.chunking,
             )
-            asyncio.run_coroutine_threadsafe(peripheral.start(), self._loop).result(timeout=30)
-            self.peripherals[spec.slot] = peripheral
+            self._ble_host.add(spec.slot, peripheral)
 
     def start_inverter(self) -> None:
         import logging
@@ -398,15 +394,9 @@ class AdapterBench:
             self.inverter.stop()
         if self.shared_port is not None:
             self.shared_port.stop()
-        if self._loop is not None:
-            for peripheral in self.peripherals.values():
-                try:
-                    asyncio.run_coroutine_threadsafe(peripheral.stop(), self._loop).result(timeout=10)
-                except Exception:  # noqa: BLE001 - shutting down anyway
-                    pass
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._loop_thread.join(timeout=5)  # type: ignore[union-attr]  # started with the loop
-            self._loop = None
+        if self._ble_host is not None:
+            self._ble_host.stop()
+            self._ble_host = None
         if self._dbus_before is not None:
             if self._dbus_before:
                 os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = self._dbus_before

@@ -13,7 +13,6 @@ for another device (a real ESP32 behind USB-RS485 adapters, say).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -45,7 +44,7 @@ if TYPE_CHECKING:
 
     from simulators.battery import BatteryModel
     from simulators.byd.device import BydModule
-    from simulators.jk.ble import JkBlePeripheral
+    from simulators.jk.ble import JkBlePeripheral, PeripheralHost
     from simulators.jk.device import JkBms
 
     from .bench_control import BenchControl
@@ -89,8 +88,7 @@ class Simulation:
         self.peripherals: dict[int, JkBlePeripheral] = {}
         self.inverter: DeyeInverter | None = None
         self.ble: BleEnvironment | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: threading.Thread | None = None
+        self._ble_host: PeripheralHost | None = None
         self._clock_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.started_s: float | None = None
@@ -155,15 +153,14 @@ class Simulation:
         jk_ble = [spec for spec in self.bench.batteries if spec.type == "jk_ble"]
         if not jk_ble or not self.use_ble:
             return
-        from simulators.jk.ble import JkBlePeripheral
+        from simulators.jk.ble import JkBlePeripheral, PeripheralHost
 
         from .wires.ble import BleEnvironment
 
         addresses = [cast(str, spec.address) for spec in jk_ble] + [self.bench.dut["ble_address"]]  # their MACs
         self.ble = BleEnvironment(adapters=addresses).start()
-        self._loop = asyncio.new_event_loop()
-        self._loop_thread = threading.Thread(target=self._loop.run_forever, name="ble-loop", daemon=True)
-        self._loop_thread.start()
+        self._ble_host = PeripheralHost()
+        self.peripherals = self._ble_host.peripherals
         for index, spec in enumerate(jk_ble):
             peripheral = JkBlePeripheral(
                 cast("JkBms", self.devices[spec.slot]),
@@ -172,8 +169,7 @@ class Simulation:
                 gatt_layout=spec.gatt,
                 chunking=spec.chunking,
             )
-            asyncio.run_coroutine_threadsafe(peripheral.start(), self._loop).result(timeout=30)
-            self.peripherals[spec.slot] = peripheral
+            self._ble_host.add(spec.slot, peripheral)
 
     # --- the device under test: vbms run ----------------------------------------------
 
@@ -263,14 +259,8 @@ class Simulation:
         self._stop_vbms()
         for device in self.serial_devices:
             device.stop()
-        if self._loop is not None:
-            for peripheral in self.peripherals.values():
-                try:
-                    asyncio.run_coroutine_threadsafe(peripheral.stop(), self._loop).result(timeout=10)
-                except Exception:  # noqa: BLE001 - shutting down anyway
-                    pass
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._loop_thread.join(timeout=5)  # type: ignore[union-attr]  # started with the loop
+        if self._ble_host is not None:
+            self._ble_host.stop()
         if self.ble is not None:
             self.ble.stop()
         for bus in self.buses.values():

@@ -15,6 +15,7 @@ at once, for as long as the failure is set).
 """
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Self
@@ -224,3 +225,31 @@ async def disconnect_peers(adapter: str) -> int:
     finally:
         bus.disconnect()
     return dropped
+
+
+class PeripheralHost:
+    """JK BLE peripherals and the asyncio loop they run on, in a thread of its own (bless needs a
+    running loop; the benches that host them are threads, not coroutines).  peripherals: slot ->
+    JkBlePeripheral."""
+
+    def __init__(self) -> None:
+        self.peripherals: dict[int, JkBlePeripheral] = {}
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="ble-loop", daemon=True)
+        self._thread.start()
+
+    def add(self, slot: int, peripheral: JkBlePeripheral, timeout_s: float = 30.0) -> JkBlePeripheral:
+        """Start a peripheral (advertising, its GATT server, its stream) and keep it under slot."""
+        asyncio.run_coroutine_threadsafe(peripheral.start(), self._loop).result(timeout=timeout_s)
+        self.peripherals[slot] = peripheral
+        return peripheral
+
+    def stop(self) -> None:
+        """Stop every peripheral (whatever one of them raises), then the loop and its thread."""
+        for peripheral in self.peripherals.values():
+            try:
+                asyncio.run_coroutine_threadsafe(peripheral.stop(), self._loop).result(timeout=10)
+            except Exception:  # noqa: BLE001 - shutting down anyway
+                pass
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
