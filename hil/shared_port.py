@@ -34,7 +34,7 @@ from vbms_core.modbus import RtuFrame, char_time_us, silence_us
 
 from .builder import battery_clock, build_devices, serial_model
 from .trace import Trace
-from .wires.faults import NOISE_SILENCE_T35, BusError, Decision, Fault, FaultModel
+from .wires.faults import NOISE_SILENCE_T35, BusError, Decision, Fault, FaultModel, LiveFaults
 
 if TYPE_CHECKING:
     from simulators.deye.inverter import DeyeInverter
@@ -56,7 +56,7 @@ class Line(Protocol):
     def write(self, data: bytes, /) -> object: ...
 
 
-class AdapterEnd:
+class AdapterEnd(LiveFaults):
     """One bus seen from the harness's adapter.  names: who answers or asks on the harness's side
     (the inverter, the modules); the board is "dut".  Has what Target.bus_fault and reset use:
     add_fault, remove_fault, clear_faults, faults."""
@@ -84,11 +84,7 @@ class AdapterEnd:
         self.t0 = time.monotonic() if t0 is None else t0
         self._lock = threading.Lock()
 
-    # --- faults -------------------------------------------------------------------------
-    @property
-    def faults(self) -> list[Fault]:
-        return self.model.faults
-
+    # --- faults (LiveFaults: faults, remove_fault, clear_faults, now) ---------------------
     def add_fault(self, fault: Fault) -> Fault:
         known = self.names + [DUT]
         for name in (fault.source, fault.target):
@@ -99,22 +95,9 @@ class AdapterEnd:
                 "on a board's bench the harness sits at one end of bus %s: it can fault what it sends, not what the "
                 "board sends to the inverter (use source %s, or no source)" % (self.name, ", ".join(self.names))
             )
-        with self._lock:
-            self.model.add(fault)
-        return fault
-
-    def remove_fault(self, fault: Fault) -> None:
-        with self._lock:
-            self.model.remove(fault)
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self.model.clear()
+        return self._hold(fault)
 
     # --- frames ---------------------------------------------------------------------------
-    def now(self) -> float:
-        return time.monotonic() - self.t0
-
     def heard(self, frame: bytes, receivers: list[str]) -> Decision:
         """The Decision for a frame the board sent, heard by receivers (model names); traced."""
         with self._lock:

@@ -35,6 +35,8 @@ give the same decisions on every bus.
 """
 
 import random
+import threading
+import time
 from collections.abc import Iterable
 from typing import Protocol, Self
 
@@ -273,3 +275,33 @@ class FaultModel:
             decision.noise_receivers = tuple(noise_receivers)
             decision.start_s += len(noise) * self.char_s + NOISE_SILENCE_T35 * self.gap_s
         return decision
+
+
+class LiveFaults:
+    """A real-time bus's faults: the harness adds and removes them while the bus's thread decides its
+    frames, both under the bus's lock; now() is seconds since the bench's t0 (the traces' clock).
+    A bus sets model, t0 and _lock, and adds a fault with _hold after checking its endpoints."""
+
+    model: FaultModel
+    t0: float
+    _lock: "threading.Lock | threading.RLock"
+
+    @property
+    def faults(self) -> list[Fault]:
+        return self.model.faults
+
+    def _hold(self, fault: Fault) -> Fault:
+        with self._lock:
+            self.model.add(fault)
+        return fault
+
+    def remove_fault(self, fault: Fault) -> None:
+        with self._lock:
+            self.model.remove(fault)
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self.model.clear()
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0

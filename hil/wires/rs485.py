@@ -39,7 +39,19 @@ from typing import Self
 from vbms_core.modbus import char_time_us, silence_us
 
 from ..trace import Trace
-from .faults import CORRUPT, DELAY, DISCONNECT, DROP, FAULT_KINDS, NOISE, BusError, Decision, Fault, FaultModel
+from .faults import (
+    CORRUPT,
+    DELAY,
+    DISCONNECT,
+    DROP,
+    FAULT_KINDS,
+    NOISE,
+    BusError,
+    Decision,
+    Fault,
+    FaultModel,
+    LiveFaults,
+)
 
 __all__ = [
     "CORRUPT", "DELAY", "DISCONNECT", "DROP", "FAULT_KINDS", "NOISE", "BusError", "Endpoint", "Fault", "Rs485Bus",
@@ -100,7 +112,7 @@ class _Run:
         return self.due_s[-1]
 
 
-class Rs485Bus:
+class Rs485Bus(LiveFaults):
     def __init__(
         self,
         name: str,
@@ -180,32 +192,15 @@ class Rs485Bus:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # --- faults (decided by hil/wires/faults.py) ----------------------------
-
-    @property
-    def faults(self) -> list[Fault]:
-        return self.model.faults
+    # --- faults (decided by hil/wires/faults.py; LiveFaults: faults, remove_fault, clear_faults, now) ---
 
     def add_fault(self, fault: Fault) -> Fault:
         for name in (fault.source, fault.target):
             if name is not None and name not in self.endpoints:
                 self.endpoint(name)
-        with self._lock:
-            self.model.add(fault)
-        return fault
-
-    def remove_fault(self, fault: Fault) -> None:
-        with self._lock:
-            self.model.remove(fault)
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self.model.clear()
+        return self._hold(fault)
 
     # --- the wire -----------------------------------------------------------
-
-    def now(self) -> float:
-        return time.monotonic() - self.t0
 
     def _wake(self) -> None:
         try:
