@@ -229,3 +229,70 @@ def test_with_one_module_more_than_connections_a_yield_waits_for_the_handover_be
     for slot in range(5):
         named = deye.named_registers(0x1000, wiring.read_unit(slot))
         assert named["soc_permille"] == batteries[slot].soc_permille // 10 * 10
+
+
+def five_modules_on_four_connections(count=5, wiring_class=RecordingWiring, configured=None):
+    """count JK modules, the first `configured` of them (all by default) in JK BLE slots; four connections."""
+    devices = {slot: JkBms(BatteryModel(seed=slot), name="JK-%d" % slot) for slot in range(count)}
+    settings = {"rpc.auth_token": TOKEN}
+    for slot in range(count if configured is None else configured):
+        settings.update({"bms%d.type" % slot: 2, "bms%d.addr" % slot: "C8:47:8C:10:00:%02X" % (slot + 1)})
+    return wiring_class(settings, [], devices), devices
+
+
+def test_a_module_that_never_streams_holds_the_rotation_up_for_a_handover_at_most():
+    """A module that answers the handshake but never streams cell info stays in its handshake; when it took
+    a yielded connection, the next yield waits for it HANDOVER_US, not for ever (found in review: the module
+    left waiting never connected)."""
+    wiring, devices = five_modules_on_four_connections()
+    devices[0].set_failure("stop_streaming")
+    wiring.run_until(60_000_000)
+    connects = [wiring.proxy.ble.sessions[slot].connects for slot in range(1, 5)]
+    assert min(connects) >= 10, connects  # the other four rotate through the three connections left
+    assert all(wiring.proxy.slots[slot].status == "online" for slot in range(1, 5))
+
+
+class NoAnswerFromSlot0(RecordingWiring):
+    """Slot 0's module is out of range: its connection attempts never come back."""
+
+    def ble_connect(self, action):
+        if action.slot == 0:
+            self.connects.append((self.now_us, action.slot, action.address))
+        else:
+            super().ble_connect(action)
+
+
+def test_a_module_that_never_connects_leaves_the_others_data_fresh():
+    """Six modules, four connections, one of them out of range: its attempts (3 x app.ble_timeout_s each)
+    hold the rotation up for HANDOVER_US at the most, so the others' data stays far younger than
+    app.stale_s (found in review: 15.6 s, past the default limit of 10 s)."""
+    wiring, _ = five_modules_on_four_connections(6, NoAnswerFromSlot0)
+    wiring.run_until(20_000_000)
+    oldest_ms = 0
+    while wiring.now_us < 180_000_000:
+        wiring.run_until(wiring.now_us + 100_000)
+        for slot in range(1, 6):
+            oldest_ms = max(oldest_ms, (wiring.now_us - wiring.proxy.slots[slot].updated_us) // 1000)
+    assert len(wiring.connects) > 100  # they rotate
+    assert oldest_ms < 4_000, oldest_ms  # a handover (2 s at most) and a rotation or two
+
+
+def test_a_connection_limit_lowered_at_run_time_is_met_at_the_next_rotation():
+    """Four modules streaming, then the limit goes down to one and a fifth module is configured: the next
+    tick brings the connections down to the limit, and no tick leaves a deadline that is not after it
+    (it took ticks with a deadline in the past; found in review)."""
+    wiring, _ = five_modules_on_four_connections(configured=4)
+    wiring.run_until(5_000_000)
+    assert wiring.proxy.ble.active() == 4
+    changes = {"app.ble_max_connections": 1, "bms4.type": 2, "bms4.addr": "C8:47:8C:10:00:05"}
+    _, error = wiring.rpc("Config.Set", {"config": changes}, TOKEN)
+    assert error is None
+    now = wiring.now_us
+    wiring.feed(ev.Tick(now))
+    assert wiring.proxy.ble.active() == 1
+    for _ in range(20_000):  # 20 s, a tick a millisecond
+        deadline = wiring.proxy.next_deadline_us()
+        assert deadline is None or deadline > wiring.now_us, (deadline, wiring.now_us)
+        wiring.run_until(wiring.now_us + 1_000)
+        assert wiring.proxy.ble.active() <= 1
+    assert {wiring.proxy.ble.sessions[slot].connects for slot in range(5)} != {1}  # the one connection rotates

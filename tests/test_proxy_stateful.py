@@ -94,7 +94,9 @@ def config_changes(draw):
     changes = {}
     for _ in range(draw(st.integers(1, 3))):
         slot = draw(st.integers(0, 14))
-        what = draw(st.sampled_from(("byd", "jk_ble", "jk_pb", "jk_4e57", "none", "stale", "voltage", "bad")))
+        what = draw(
+            st.sampled_from(("byd", "jk_ble", "jk_pb", "jk_4e57", "none", "stale", "voltage", "connections", "bad"))
+        )
         if what == "byd":
             changes.update({"bms%d.type" % slot: 1, "bms%d.addr" % slot: str(draw(st.integers(1, 8)))})
         elif what == "jk_ble":
@@ -107,6 +109,8 @@ def config_changes(draw):
             changes["bms%d.type" % slot] = 0
         elif what == "stale":
             changes["app.stale_s"] = draw(st.integers(1, 30))  # 1 is refused: the change must not apply
+        elif what == "connections":
+            changes["app.ble_max_connections"] = draw(st.sampled_from((1, 2, 4)))  # lowered or raised at run time
         elif what == "voltage":
             changes["bms%d.voltage" % slot] = draw(st.sampled_from((48.0, 55.2, 58.4, 70.0)))
         else:

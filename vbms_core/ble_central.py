@@ -16,8 +16,11 @@ At most app.ble_max_connections modules are connected at once.  With more JK BLE
 slots than that, connections rotate: when a module is due and none is free, the
 connected module that got its first reading longest ago yields its connection
 (no failure, no backoff), and the module that has waited longest connects.  One
-handover at a time: no module yields while another connected module has not had
-its first reading yet.  Each battery then reads at its turn; with fewer connections than slots, the age of its
+handover at a time: no module yields while a module that took a yielded
+connection has not had its first reading yet, for HANDOVER_US at the most (a
+module that never streams, or never connects, holds the rotation up no longer).
+A connection limit lowered at run time is met at the next rotation.  Each
+battery then reads at its turn; with fewer connections than slots, the age of its
 data grows with the number of slots per connection (app.stale_s may need room).
 """
 
@@ -50,6 +53,7 @@ FIRST_BACKOFF_US = 1000000
 MAX_BACKOFF_US = 30000000
 ASK_EVERY_US = 1000000
 CONNECT_TIMEOUT_FACTOR = 3  # a connection attempt may take 3 x app.ble_timeout_s
+HANDOVER_US = 2000000  # how long a module that took a yielded connection may hold up the next yield
 
 TRANSITIONS = {
     (IDLE, DUE): (CONNECTING, "connect"),
@@ -76,7 +80,7 @@ TRANSITIONS = {
 
 class BleSession:
     __slots__ = ("slot", "state", "reassembler", "next_attempt_us", "backoff_us", "last_frame_us", "asked_us",
-                 "asks", "connects", "refused", "streamed_us")  # fmt: skip
+                 "asks", "connects", "refused", "streamed_us", "handover_until_us")  # fmt: skip
 
     def __init__(self, slot):
         self.slot = slot
@@ -90,6 +94,7 @@ class BleSession:
         self.connects = 0
         self.refused = 0  # events that did not fit the state
         self.streamed_us = None  # when this connection's first reading came
+        self.handover_until_us = None  # took a yielded connection: no other yield until its reading or this time
 
 
 class BleCentral:
@@ -168,24 +173,37 @@ class BleCentral:
         if not due:
             return
         due.sort(key=_waiting_order)
-        free = self.owner.config["app.ble_max_connections"] - self.active()
-        if free < len(due) and not self._handing_over():
+        limit = self.owner.config["app.ble_max_connections"]
+        free = limit - self.active()
+        handover_until_us = None
+        if free < len(due) and self._handover_end_us(now_us) is None:
             done = [s for s in self.sessions.values() if s.state == STREAMING]
             done.sort(key=_streamed_order)
-            for session in done[: len(due) - max(free, 0)]:
+            # (free < 0: the limit was lowered; the yields bring the connections down to it as well)
+            for session in done[: len(due) - free]:
                 self.handle(session, YIELD, now_us)
-            free = self.owner.config["app.ble_max_connections"] - self.active()
+                handover_until_us = now_us + HANDOVER_US
+            free = limit - self.active()
         for session in due[: max(free, 0)]:
             self.handle(session, DUE, now_us)
+            session.handover_until_us = handover_until_us
 
-    def _handing_over(self):
-        """True while a connected module has not had its first reading yet: no module yields
-        then (a module that yielded would otherwise be due at once and make the next one yield,
-        and so on through every connection)."""
+    def _handover_end_us(self, now_us=None):
+        """While a module that took a yielded connection has not had its first reading (for
+        HANDOVER_US at the most), no module yields: a module that yielded is due again at once and
+        would make the next one yield, and so on through every connection.  Returns when the
+        handovers in progress (after now_us, if given) stop holding the yields up, or None."""
+        end = None
         for session in self.sessions.values():
-            if session.state == CONNECTING or session.state == HANDSHAKE:
-                return True
-        return False
+            until = session.handover_until_us
+            if (
+                until is not None
+                and (session.state == CONNECTING or session.state == HANDSHAKE)
+                and (now_us is None or now_us < until)
+                and (end is None or until > end)
+            ):
+                end = until
+        return end
 
     def next_deadline_us(self):
         """The soonest deadline of a session (asked before every wait of the driver: one pass)."""
@@ -193,8 +211,7 @@ class BleCentral:
         soonest = None
         soonest_attempt = None  # of the idle sessions: due only if a connection is free or can be freed
         active = 0
-        can_yield = False  # a module that has had its reading can make room (when no other is handing over)
-        handing_over = False
+        can_yield = False  # a module that has had its reading can make room (once no handover holds it up)
         for session in self.sessions.values():
             state = session.state
             if state == IDLE:
@@ -204,22 +221,22 @@ class BleCentral:
                 continue
             active += 1
             if state == CONNECTING:
-                handing_over = True
                 due = session.asked_us + CONNECT_TIMEOUT_FACTOR * timeout_us + 1
             else:
                 due = session.last_frame_us + timeout_us + 1
                 if state == HANDSHAKE:
-                    handing_over = True
                     due = min(due, session.asked_us + ASK_EVERY_US + 1)
                 else:
                     can_yield = True
             if soonest is None or due < soonest:
                 soonest = due
-        if (
-            soonest_attempt is not None
-            and (soonest is None or soonest_attempt < soonest)
-            and (active < self.owner.config["app.ble_max_connections"] or (can_yield and not handing_over))
-        ):
+        if soonest_attempt is not None and active >= self.owner.config["app.ble_max_connections"]:
+            if not can_yield:
+                return soonest  # only a connection that frees itself lets a waiting module in
+            handover_end = self._handover_end_us()
+            if handover_end is not None and handover_end > soonest_attempt:
+                soonest_attempt = handover_end  # a yield comes when the handover stops holding it up
+        if soonest_attempt is not None and (soonest is None or soonest_attempt < soonest):
             soonest = soonest_attempt
         return soonest
 
