@@ -261,6 +261,7 @@ class Simulation:
             device.stop()
         if self._ble_host is not None:
             self._ble_host.stop()
+            self._ble_host = None
         if self.ble is not None:
             self.ble.stop()
         for bus in self.buses.values():

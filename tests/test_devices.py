@@ -319,3 +319,48 @@ def test_a_failure_set_directly_sticks_at_the_next_reply_and_comes_unstuck(batte
     battery.advance(60, 30_000)
     module.failure = device.failure = "stuck"
     assert values() == (30_000, 30_000)
+    module.failure = device.failure = None  # unstuck and stuck again, no reply between
+    battery.advance(60, 40_000)
+    module.failure = device.failure = "stuck"
+    assert values() == (40_000, 40_000)
+
+
+def test_a_stuck_jk_4e57_module_keeps_answering_the_values_it_stuck_at(battery):
+    device = JkBms(battery, address=3)
+    request = jk_4e57.encode_read_all_request()
+    battery.advance(60, 10_000)
+    device.set_failure("stuck")
+    stuck = device.handle_4e57(request)[0]
+    battery.advance(600, 40_000)
+    assert device.handle_4e57(request)[0] == stuck
+    device.set_failure(None)
+    assert device.handle_4e57(request)[0] != stuck
+    device.failure = "stuck"  # set directly: stuck at the next reply
+    again = device.handle_4e57(request)[0]
+    battery.advance(600, -20_000)
+    assert device.handle_4e57(request)[0] == again != stuck
+
+
+def test_a_peripheral_host_stops_its_peripherals_once_and_a_second_stop_returns_at_once():
+    from simulators.jk.ble import PeripheralHost
+
+    class Peripheral:  # what the host uses of a JkBlePeripheral
+        def __init__(self):
+            self.calls = []
+
+        async def start(self):
+            self.calls.append("start")
+
+        def stop(self):  # counted when asked, whether or not the coroutine ever runs
+            self.calls.append("stop")
+            return self.start_nothing()
+
+        async def start_nothing(self):
+            pass
+
+    host = PeripheralHost()
+    peripheral = host.add(3, Peripheral())
+    assert host.peripherals == {3: peripheral} and peripheral.calls == ["start"]
+    host.stop()
+    host.stop()  # (vbms sim stops its bench on exit and from its signal handler)
+    assert peripheral.calls == ["start", "stop"]

@@ -59,7 +59,7 @@ class BydModule:
         self.battery = battery
         self.reply_delay_s = reply_delay_s
         self.slow_delay_s = slow_delay_s
-        self.failure: str | None = None
+        self._failure: str | None = None
         self.force_alarm_bits = 0
         self.force_protect_bits = 0
         self.force_fail_bits = 0
@@ -71,10 +71,20 @@ class BydModule:
         self._last_reply: bytes | None = None
         self._random = random.Random(seed)
 
+    @property
+    def failure(self) -> str | None:
+        return self._failure
+
+    @failure.setter
+    def failure(self, failure: str | None) -> None:
+        """Set directly (unchecked) or through set_failure; "stuck" set directly sticks at the next reply's values."""
+        self._failure = failure
+        self._stuck = None
+
     def set_failure(self, failure: str | None) -> None:
         if failure is not None and failure not in FAILURES:
             raise ValueError("unknown BYD failure %r; choose one of %s" % (failure, ", ".join(FAILURES)))
-        self.failure = failure
+        self.failure = failure  # (which lets go of values it was stuck at)
         self._stuck = self.fields() if failure == "stuck" else None  # (and a direct .failure: _stuck_fields)
 
     def _stuck_fields(self) -> dict[str, Any]:
@@ -137,11 +147,7 @@ class BydModule:
         self.requests += 1
         if self.failure == "silent":
             return None
-        if self.failure == "stuck":
-            fields = self._stuck_fields()
-        else:
-            self._stuck = None  # (a direct .failure may have left it)
-            fields = self.fields()
+        fields = self._stuck_fields() if self.failure == "stuck" else self.fields()
         if fields != self._last_fields:  # the same values encode to the same frame
             self._last_fields = fields
             self._last_reply = byd.encode_response(self.address, fields)

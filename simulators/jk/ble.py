@@ -245,7 +245,10 @@ class PeripheralHost:
         return peripheral
 
     def stop(self) -> None:
-        """Stop every peripheral (whatever one of them raises), then the loop and its thread."""
+        """Stop every peripheral (whatever one of them raises), then the loop and its thread; again:
+        nothing (the loop is gone, waiting on it would take 10 s a peripheral)."""
+        if not self._thread.is_alive():
+            return
         for peripheral in self.peripherals.values():
             try:
                 asyncio.run_coroutine_threadsafe(peripheral.stop(), self._loop).result(timeout=10)

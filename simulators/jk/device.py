@@ -91,18 +91,30 @@ class JkBms:
         self.hw_version = hw_version or default_hw
         self.reply_delay_s = reply_delay_s
         self.slow_delay_s = slow_delay_s
-        self.failure: str | None = None
+        self._failure: str | None = None
         self.force_error_bits = 0
         self.counter = 0
         self.uptime_s = 0
-        self._stuck: dict[str, Any] | None = None
+        self._stuck: dict[str, Any] | None = None  # stuck: the cell-info values, and the 4E57 reply
+        self._stuck_4e57: bytes | None = None
         self._random = random.Random(seed)
+
+    @property
+    def failure(self) -> str | None:
+        return self._failure
+
+    @failure.setter
+    def failure(self, failure: str | None) -> None:
+        """Set directly (unchecked) or through set_failure; "stuck" set directly sticks at the next reply's values."""
+        self._failure = failure
+        self._stuck = self._stuck_4e57 = None
 
     def set_failure(self, failure: str | None) -> None:
         if failure is not None and failure not in FAILURES:
             raise ValueError("unknown JK failure %r; choose one of %s" % (failure, ", ".join(FAILURES)))
-        self.failure = failure
-        self._stuck = self.cell_values() if failure == "stuck" else None
+        self.failure = failure  # (which lets go of values it was stuck at)
+        if failure == "stuck":
+            self._stuck, self._stuck_4e57 = self.cell_values(), self.read_all_reply()
 
     # --- frames -----------------------------------------------------------------
 
@@ -155,7 +167,6 @@ class JkBms:
                 self._stuck = self.cell_values()
             values = self._stuck
         else:
-            self._stuck = None  # (a direct .failure may have left it)
             values = self.cell_values()
         return jk_frames.encode_cell_info(values, self.layout, self._next_counter())
 
@@ -259,10 +270,14 @@ class JkBms:
             return None
         if envelope.frame_type != 0 or envelope.command != jk_4e57.READ_ALL or self.failure == "silent":
             return None
+        if self.failure == "stuck":
+            if self._stuck_4e57 is None:  # .failure set to "stuck" directly: stuck at this reply
+                self._stuck_4e57 = self.read_all_reply()
+            return self._stuck_4e57, self._delay()
         return self._damaged(self.read_all_reply()), self._delay()
 
     def read_all_reply(self) -> bytes:
-        """The 4E57 answer to "read all" as a healthy module sends it (no failure applied)."""
+        """The 4E57 answer to "read all" as a healthy module sends it now (no failure applied)."""
         battery = self.battery
         current = battery.current_ma
         raw_current = (0x8000 if current > 0 else 0) | min(abs(current) // 10, 0x7FFF)
