@@ -573,10 +573,11 @@ def run_proxy(args: argparse.Namespace) -> int:
     rows = []
     for count in (4, 8, 15):
         row = proxy_bench(count, args.seconds)
-        if not row["replies"] or row["data_age_ms"] is None:
+        if row["data_age_ms"] is None:
+            what = "no inverter read was answered" if not row["replies"] else "no answer carried a battery's data"
             print(
-                "vbms bench proxy: with %d batteries no inverter read was answered with a battery's data in %g s; "
-                "a longer --seconds may help, or `vbms run` may have failed to start" % (count, args.seconds),
+                "vbms bench proxy: with %d batteries %s in %g s; a longer --seconds may help, or `vbms run` may "
+                "have failed to start" % (count, what, args.seconds),
                 file=sys.stderr,
             )
             return 1

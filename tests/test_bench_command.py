@@ -36,4 +36,14 @@ def test_a_proxy_run_without_a_single_answer_says_so_instead_of_failing(monkeypa
     monkeypatch.setattr(benchmarks, "proxy_bench", silent_run)
     status = benchmarks.run_proxy(argparse.Namespace(seconds=0.1, json=False))
     assert status == 1
-    assert "with 4 batteries no inverter read was answered with a battery's data in 0.1 s" in capsys.readouterr().err
+    assert "with 4 batteries no inverter read was answered in 0.1 s" in capsys.readouterr().err
+
+
+def test_a_proxy_run_whose_answers_carry_no_battery_data_says_so(monkeypatch, capsys):
+    def answers_without_data(batteries, seconds):
+        return {"batteries": batteries, "replies": 12, "latency_ms": {"p50": 1.0, "p99": 2.0, "max": 3.0},
+                "data_age_ms": None, "wire_bound_ms": 100.0, "oldest_over_bound": None}  # fmt: skip
+
+    monkeypatch.setattr(benchmarks, "proxy_bench", answers_without_data)
+    assert benchmarks.run_proxy(argparse.Namespace(seconds=2.0, json=True)) == 1
+    assert "with 4 batteries no answer carried a battery's data in 2 s" in capsys.readouterr().err
