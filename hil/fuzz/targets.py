@@ -250,13 +250,7 @@ def framer_check(factory: Callable[[int], modbus.RtuFramer] = modbus.RtuFramer) 
                 require(frame.raw == bytes(fed[offset : offset + len(frame.raw)]), "frame bytes differ from those fed")
                 offset += len(frame.raw)
             require(offset == len(fed), "%d of %d bytes came out of the framer", offset, len(fed))
-        for frame in frames:
-            if frame.ok:
-                try:
-                    modbus.decode_request(frame.raw)
-                except RemoteProtocolError:
-                    pass
-        return len(fed)
+        return len(fed)  # (what the frames decode to is the modbus-request target's)
 
     return check
 
