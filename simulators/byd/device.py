@@ -20,6 +20,7 @@ from vbms_core import byd
 from vbms_core.errors import RemoteProtocolError
 
 from ..battery import BatteryModel
+from ..failures import FailureModes
 
 FAILURES = ("silent", "garbage", "bad_checksum", "slow", "stuck")
 
@@ -47,7 +48,9 @@ def flag_word(flags: Iterable[str]) -> int:
     return word
 
 
-class BydModule:
+class BydModule(FailureModes):
+    FAILURES = FAILURES
+    KIND = "BYD"
     request_lengths = (byd.REQUEST_LENGTH,)
 
     def __init__(
@@ -59,7 +62,6 @@ class BydModule:
         self.battery = battery
         self.reply_delay_s = reply_delay_s
         self.slow_delay_s = slow_delay_s
-        self._failure: str | None = None
         self.force_alarm_bits = 0
         self.force_protect_bits = 0
         self.force_fail_bits = 0
@@ -71,21 +73,11 @@ class BydModule:
         self._last_reply: bytes | None = None
         self._random = random.Random(seed)
 
-    @property
-    def failure(self) -> str | None:
-        return self._failure
+    def _stick(self) -> None:
+        self._stuck = self.fields()
 
-    @failure.setter
-    def failure(self, failure: str | None) -> None:
-        """Set directly (unchecked) or through set_failure; "stuck" set directly sticks at the next reply's values."""
-        self._failure = failure
+    def _unstick(self) -> None:
         self._stuck = None
-
-    def set_failure(self, failure: str | None) -> None:
-        if failure is not None and failure not in FAILURES:
-            raise ValueError("unknown BYD failure %r; choose one of %s" % (failure, ", ".join(FAILURES)))
-        self.failure = failure  # (which lets go of values it was stuck at)
-        self._stuck = self.fields() if failure == "stuck" else None  # (and a direct .failure: _stuck_fields)
 
     def _stuck_fields(self) -> dict[str, Any]:
         """The values it is stuck at: those of set_failure("stuck"), or of the first reply after

@@ -19,6 +19,7 @@ from vbms_core import jk_4e57, jk_ble, jk_frames, jk_pb, modbus
 from vbms_core.errors import RemoteProtocolError
 
 from ..battery import BatteryModel
+from ..failures import FailureModes
 
 # What real modules of each layout report (jk-protocols.md 4): vendor, hardware, software.
 FIRMWARE = {
@@ -63,7 +64,10 @@ STREAM_INTERVAL_S = 0.5
 C8_TRAILER = jk_ble.encode_command(jk_ble.TRAILER, b"\x01\x01", 1)
 
 
-class JkBms:
+class JkBms(FailureModes):
+    FAILURES = FAILURES
+    KIND = "JK"
+
     def __init__(
         self,
         battery: BatteryModel,
@@ -91,7 +95,6 @@ class JkBms:
         self.hw_version = hw_version or default_hw
         self.reply_delay_s = reply_delay_s
         self.slow_delay_s = slow_delay_s
-        self._failure: str | None = None
         self.force_error_bits = 0
         self.counter = 0
         self.uptime_s = 0
@@ -99,22 +102,11 @@ class JkBms:
         self._stuck_4e57: bytes | None = None
         self._random = random.Random(seed)
 
-    @property
-    def failure(self) -> str | None:
-        return self._failure
+    def _stick(self) -> None:
+        self._stuck, self._stuck_4e57 = self.cell_values(), self.read_all_reply()
 
-    @failure.setter
-    def failure(self, failure: str | None) -> None:
-        """Set directly (unchecked) or through set_failure; "stuck" set directly sticks at the next reply's values."""
-        self._failure = failure
+    def _unstick(self) -> None:
         self._stuck = self._stuck_4e57 = None
-
-    def set_failure(self, failure: str | None) -> None:
-        if failure is not None and failure not in FAILURES:
-            raise ValueError("unknown JK failure %r; choose one of %s" % (failure, ", ".join(FAILURES)))
-        self.failure = failure  # (which lets go of values it was stuck at)
-        if failure == "stuck":
-            self._stuck, self._stuck_4e57 = self.cell_values(), self.read_all_reply()
 
     # --- frames -----------------------------------------------------------------
 
