@@ -17,11 +17,14 @@ slots than that, connections rotate: when a module is due and none is free, the
 connected module that got its first reading longest ago yields its connection
 (no failure, no backoff), and the module that has waited longest connects.  One
 handover at a time: no module yields while a module that took a yielded
-connection has not had its first reading yet, for HANDOVER_US at the most (a
-module that never streams, or never connects, holds the rotation up no longer).
-A connection limit lowered at run time is met at the next rotation.  Each
-battery then reads at its turn; with fewer connections than slots, the age of its
-data grows with the number of slots per connection (app.stale_s may need room).
+connection is connecting (a radio sets up one link at a time, and a driver busy
+with a scan sets up none: another yield would gain nothing and tear down a
+stream), nor for HANDOVER_US after its link is up while it has not had its first
+reading.  A handshake that brings no cell info within CONNECT_TIMEOUT_FACTOR x
+app.ble_timeout_s is dropped like a silent one.  A connection limit lowered at
+run time is met at the next tick.  Each battery then reads at its turn; with
+fewer connections than slots, the age of its data grows with the number of slots
+per connection (app.stale_s may need room).
 """
 
 from . import battery, jk_ble, jk_frames
@@ -47,13 +50,14 @@ SETTINGS = "settings"
 CELL_INFO = "cell_info"
 ASK_DUE = "ask_due"  # the handshake's last question went unanswered for a second
 SILENT = "silent"  # no frames for app.ble_timeout_s
+ENDLESS = "endless"  # connected for CONNECT_TIMEOUT_FACTOR x app.ble_timeout_s without a cell-info frame
 YIELD = "yield"  # another module waits for this connection
 
 FIRST_BACKOFF_US = 1000000
 MAX_BACKOFF_US = 30000000
 ASK_EVERY_US = 1000000
-CONNECT_TIMEOUT_FACTOR = 3  # a connection attempt may take 3 x app.ble_timeout_s
-HANDOVER_US = 2000000  # how long a module that took a yielded connection may hold up the next yield
+CONNECT_TIMEOUT_FACTOR = 3  # a connection attempt, and a handshake, may take 3 x app.ble_timeout_s each
+HANDOVER_US = 2000000  # how long after its link is up a module that took a yielded connection holds yields up
 
 TRANSITIONS = {
     (IDLE, DUE): (CONNECTING, "connect"),
@@ -67,6 +71,7 @@ TRANSITIONS = {
     (HANDSHAKE, CELL_INFO): (STREAMING, "first_reading"),
     (HANDSHAKE, ASK_DUE): (HANDSHAKE, "ask_again"),
     (HANDSHAKE, SILENT): (IDLE, "drop_silent_handshake"),
+    (HANDSHAKE, ENDLESS): (IDLE, "drop_endless_handshake"),
     (HANDSHAKE, DISCONNECTED): (IDLE, "lost"),
     (STREAMING, NOTIFY): (STREAMING, "feed"),
     (STREAMING, DEVICE_INFO): (STREAMING, "keep_device_info"),
@@ -80,7 +85,7 @@ TRANSITIONS = {
 
 class BleSession:
     __slots__ = ("slot", "state", "reassembler", "next_attempt_us", "backoff_us", "last_frame_us", "asked_us",
-                 "asks", "connects", "refused", "streamed_us", "handover_until_us")  # fmt: skip
+                 "asks", "connects", "refused", "streamed_us", "linked_us", "handover_until_us")  # fmt: skip
 
     def __init__(self, slot):
         self.slot = slot
@@ -94,6 +99,7 @@ class BleSession:
         self.connects = 0
         self.refused = 0  # events that did not fit the state
         self.streamed_us = None  # when this connection's first reading came
+        self.linked_us = 0  # when this connection came up
         self.handover_until_us = None  # took a yielded connection: no other yield until its reading or this time
 
 
@@ -162,6 +168,8 @@ class BleCentral:
                     self.handle(session, CONNECT_TIMEOUT, now_us)
             elif now_us - session.last_frame_us > timeout_us:
                 self.handle(session, SILENT, now_us)
+            elif state == HANDSHAKE and now_us - session.linked_us > CONNECT_TIMEOUT_FACTOR * timeout_us:
+                self.handle(session, ENDLESS, now_us)
             elif state == HANDSHAKE and now_us - session.asked_us > ASK_EVERY_US:
                 self.handle(session, ASK_DUE, now_us)
         self._rotate(now_us)
@@ -170,29 +178,34 @@ class BleCentral:
         """Connect the modules that are due, longest waiting first; when no connection is
         free, the modules that have had their reading yield theirs."""
         due = [s for s in self.sessions.values() if s.state == IDLE and now_us >= s.next_attempt_us]
-        if not due:
-            return
-        due.sort(key=_waiting_order)
         limit = self.owner.config["app.ble_max_connections"]
         free = limit - self.active()
+        if not due and free >= 0:
+            return
+        due.sort(key=_waiting_order)
         handover_until_us = None
         if free < len(due) and self._handover_end_us(now_us) is None:
             done = [s for s in self.sessions.values() if s.state == STREAMING]
             done.sort(key=_streamed_order)
-            # (free < 0: the limit was lowered; the yields bring the connections down to it as well)
-            for session in done[: len(due) - free]:
+            # (free < 0: the limit was lowered; the yields bring the connections down to it as well,
+            # and a module that yields for that is due again after HANDOVER_US, not at once)
+            for index, session in enumerate(done[: len(due) - free]):
                 self.handle(session, YIELD, now_us)
-                handover_until_us = now_us + HANDOVER_US
+                if index < -free:
+                    session.next_attempt_us = now_us + HANDOVER_US
+                # held while it connects (no later than its attempt's timeout), then see _start_handshake
+                timeout_us = self.owner.config["app.ble_timeout_s"] * 1000000
+                handover_until_us = now_us + CONNECT_TIMEOUT_FACTOR * timeout_us + 1
             free = limit - self.active()
         for session in due[: max(free, 0)]:
             self.handle(session, DUE, now_us)
             session.handover_until_us = handover_until_us
 
     def _handover_end_us(self, now_us=None):
-        """While a module that took a yielded connection has not had its first reading (for
-        HANDOVER_US at the most), no module yields: a module that yielded is due again at once and
-        would make the next one yield, and so on through every connection.  Returns when the
-        handovers in progress (after now_us, if given) stop holding the yields up, or None."""
+        """While a module that took a yielded connection connects, and for HANDOVER_US after its
+        link is up until its first reading, no module yields: a module that yielded is due again at
+        once and would make the next one yield, and so on through every connection.  Returns when
+        the handovers in progress (after now_us, if given) stop holding the yields up, or None."""
         end = None
         for session in self.sessions.values():
             until = session.handover_until_us
@@ -225,19 +238,26 @@ class BleCentral:
             else:
                 due = session.last_frame_us + timeout_us + 1
                 if state == HANDSHAKE:
-                    due = min(due, session.asked_us + ASK_EVERY_US + 1)
+                    due = min(
+                        due,
+                        session.asked_us + ASK_EVERY_US + 1,
+                        session.linked_us + CONNECT_TIMEOUT_FACTOR * timeout_us + 1,
+                    )
                 else:
                     can_yield = True
             if soonest is None or due < soonest:
                 soonest = due
-        if soonest_attempt is not None and active >= self.owner.config["app.ble_max_connections"]:
-            if not can_yield:
-                return soonest  # only a connection that frees itself lets a waiting module in
+        limit = self.owner.config["app.ble_max_connections"]
+        rotation = None  # when a waiting module connects, or a connected one yields
+        if soonest_attempt is not None and active < limit:
+            rotation = soonest_attempt  # a connection is free
+        elif can_yield and (active > limit or soonest_attempt is not None):
+            rotation = 0 if active > limit else soonest_attempt  # over a lowered limit: at once
             handover_end = self._handover_end_us()
-            if handover_end is not None and handover_end > soonest_attempt:
-                soonest_attempt = handover_end  # a yield comes when the handover stops holding it up
-        if soonest_attempt is not None and (soonest is None or soonest_attempt < soonest):
-            soonest = soonest_attempt
+            if handover_end is not None and handover_end > rotation:
+                rotation = handover_end  # when the handover in progress stops holding the yields up
+        if rotation is not None and (soonest is None or rotation < soonest):
+            soonest = rotation
         return soonest
 
     # --- the steps ------------------------------------------------------------------
@@ -249,6 +269,9 @@ class BleCentral:
     def _start_handshake(self, session, now_us, data):
         session.connects += 1
         session.streamed_us = None
+        session.linked_us = now_us
+        if session.handover_until_us is not None:  # it took a yielded connection: now its handshake
+            session.handover_until_us = now_us + HANDOVER_US
         session.reassembler = jk_ble.JkReassembler()
         session.last_frame_us = now_us
         session.asks = 0
@@ -285,6 +308,11 @@ class BleCentral:
 
     def _drop_silent_handshake(self, session, now_us, data):
         self._drop(session, now_us, "no frames")
+
+    def _drop_endless_handshake(self, session, now_us, data):
+        self.owner.emit(BleDisconnect(session.slot.index))
+        seconds = CONNECT_TIMEOUT_FACTOR * self.owner.config["app.ble_timeout_s"]
+        self._back_off(session, now_us, "BLE handshake without cell info for %d s" % seconds)
 
     def _drop_stopped_stream(self, session, now_us, data):
         self._drop(session, now_us, "stream stopped")
@@ -328,7 +356,7 @@ class BleCentral:
     def _yield_connection(self, session, now_us, data):
         self.owner.emit(BleDisconnect(session.slot.index))
         # due again at once, behind the modules that waited longer; it makes another module yield
-        # only once the module it let in has had its reading (_handing_over)
+        # only once the handover to the module it let in is over (_handover_end_us)
         session.next_attempt_us = now_us
 
     def _reading(self, session, now_us, decoded):
