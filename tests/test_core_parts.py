@@ -10,6 +10,8 @@ a B-Plus 2.5 module's charge limit 50 A (1.3.4).  RPC error codes follow JSON-RP
 """
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from wiring import Wiring
 
 from simulators.battery import BatteryModel
@@ -244,3 +246,19 @@ def test_a_mac_address_is_six_pairs_of_hex_digits():
         "C8-47-8C-10-00-0A",
     ):
         assert not config.is_mac(text), text
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    kind=st.sampled_from(sorted(config.TEXT_KINDS)),
+    value=st.one_of(st.text(alphabet=st.characters(min_codepoint=0x1F, max_codepoint=0x80)), st.text(max_size=8)),
+)
+def test_a_text_setting_seen_at_once_is_one_whose_every_character_is_allowed(kind, value):
+    """config._plain_text takes a value without looking at each character (min and max); it may only take
+    what the character-by-character rule of its kind allows."""
+    allowed = config.TEXT_KINDS[kind][0]
+    if config._plain_text(value, kind):
+        assert all(allowed(char) for char in value)
+    every = bool(value) and all(allowed(char) for char in value)
+    if kind != "identifier" and every and max(value) <= "~":
+        assert config._plain_text(value, kind)  # and it takes every plain ASCII value the rule allows

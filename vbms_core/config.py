@@ -145,15 +145,38 @@ def _check(key, value, spec):
         raise ConfigError(key, "must be text, not %s" % shown(value))
     if not low <= len(value) <= high:
         raise ConfigError(key, "must be %d..%d characters long" % (low, high))
-    allowed, description = TEXT_KINDS[kind]
-    for char in value:
-        if not allowed(char):
-            raise ConfigError(key, "may hold only %s, not U+%04X" % (description, ord(char)))
+    if not _plain_text(value, kind):
+        allowed, description = TEXT_KINDS[kind]
+        for char in value:
+            if not allowed(char):
+                raise ConfigError(key, "may hold only %s, not U+%04X" % (description, ord(char)))
     if kind == "server" and value:
         host, _, port = value.rpartition(":")
         if not host or not is_ascii_digits(port) or not 1 <= int(port) <= 65535:
             raise ConfigError(key, "must be host:port with a port within 1..65535, not %s" % shown(value))
     return value
+
+
+# A text kind's allowed characters as a range of ASCII and the ones it leaves out: a value within the range
+# and without those is allowed, seen at once (min and max run in C); any other goes character by character.
+_PLAIN_TEXT = {
+    "text": (" ", ""),
+    "ascii": (" ", ""),
+    "identity": (" ", "*"),
+    "token": ("!", ""),
+    "server": ("!", ""),
+    "topic": ("!", "+#"),
+}
+
+
+def _plain_text(value, kind):
+    plain = _PLAIN_TEXT.get(kind)
+    if plain is None or not value or min(value) < plain[0] or max(value) > "~":
+        return False
+    for char in plain[1]:
+        if char in value:
+            return False
+    return True
 
 
 def is_mac(text):
