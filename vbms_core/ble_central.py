@@ -187,14 +187,15 @@ class BleCentral:
         if free < len(due) and self._handover_end_us(now_us) is None:
             done = [s for s in self.sessions.values() if s.state == STREAMING]
             done.sort(key=_streamed_order)
+            # a module let in holds the yields up while it connects (no later than its attempt's
+            # timeout), then see _start_handshake
+            timeout_us = self.owner.config["app.ble_timeout_s"] * 1000000
             # (free < 0: the limit was lowered; the yields bring the connections down to it as well,
             # and a module that yields for that is due again after HANDOVER_US, not at once)
             for index, session in enumerate(done[: len(due) - free]):
                 self.handle(session, YIELD, now_us)
                 if index < -free:
                     session.next_attempt_us = now_us + HANDOVER_US
-                # held while it connects (no later than its attempt's timeout), then see _start_handshake
-                timeout_us = self.owner.config["app.ble_timeout_s"] * 1000000
                 handover_until_us = now_us + CONNECT_TIMEOUT_FACTOR * timeout_us + 1
             free = limit - self.active()
         for session in due[: max(free, 0)]:
