@@ -9,7 +9,6 @@ answering batteries at their mean voltage: simulators/deye/master.py).
 """
 
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -17,19 +16,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from chromium import DESKTOP, PHONE, launched, screenshot
+from conftest import bench_toml, wait_for
 
 from hil import bench_control
 from hil.benchfile import parse
 from hil.sim import Simulation
 
 ROOT = Path(__file__).resolve().parents[1]
-REPORTS = ROOT / "reports"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]  # fmt: skip
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 375, "height": 812}
 POLL_S = 0.5
 WARN_AFTER = 3
 BENCH = {
@@ -318,12 +312,7 @@ def test_vbms_sim_replays_a_trace(tmp_path):
     record = {"t": 1.5, "bus": "operator", "from": "operator", "hex": json.dumps(operator).encode().hex().upper()}
     first.write_text('{"t": 0.1, "bus": "bms", "from": "dut", "hex": "0103"}\n' + json.dumps(record) + "\n")
     toml = tmp_path / "bench.toml"
-    toml.write_text(
-        'name = "replay"\n[buses.bms]\nprotocol = "byd-pro"\n[buses.inverter]\nprotocol = "deye"\n'
-        '[inverter]\nbus = "inverter"\nunits = [0, 1]\n'
-        '[[batteries]]\nslot = 0\ntype = "byd_pro"\nbus = "bms"\naddress = 1\n'
-        '[[batteries]]\nslot = 1\ntype = "byd_pro"\nbus = "bms"\naddress = 2\n'
-    )
+    toml.write_text(bench_toml("replay", [{"type": "byd_pro", "address": 1}, {"type": "byd_pro", "address": 2}]))
     completed = subprocess.run(
         [sys.executable, "-m", "hil.cli", "sim", "--bench", str(toml), "--dut", "open", "--headless", "--duration",
          "3", "--trace", str(second), "--replay", str(first)],
@@ -345,19 +334,8 @@ def test_vbms_sim_replays_a_trace(tmp_path):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is not installed (Debian package chromium; ./dev test installs it)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+    with launched() as browser:
         yield browser
-        browser.close()
-
-
-def screenshot(page, name):
-    REPORTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(REPORTS / name), full_page=True)
 
 
 def wait_in_page(page, condition, timeout_s):

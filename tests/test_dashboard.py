@@ -8,10 +8,10 @@ unknown values are shown as unknown, and the page keeps one hour of history.
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
+from chromium import DESKTOP, PHONE, launched, screenshot
 from conftest import wait_for
 
 from hil.benchfile import load_default
@@ -19,14 +19,8 @@ from hil.sim import Simulation
 
 pytestmark = pytest.mark.ble
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]  # fmt: skip
 ROOT = Path(__file__).resolve().parents[1]
-REPORTS = ROOT / "reports"
 WEB = ROOT / "hil" / "web"
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 375, "height": 812}
 
 
 @pytest.fixture(scope="module")
@@ -38,19 +32,8 @@ def bench():
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is not installed (Debian package chromium; ./dev test installs it)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+    with launched() as browser:
         yield browser
-        browser.close()
-
-
-def screenshot(page, name):
-    REPORTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(REPORTS / name), full_page=True)
 
 
 # --- what a cell should say, from the summary (the formats the issue asks for) -----------------------

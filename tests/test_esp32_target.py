@@ -21,7 +21,8 @@ import tty
 
 import pytest
 import serial
-from conftest import VECTORS
+from conftest import VECTORS, bench_toml, needs_micropython
+from peers import with_crc
 
 from hil import board as board_module
 from hil import firmware
@@ -33,28 +34,7 @@ from hil.shared_port import AdapterEnd, SharedPort
 from hil.targets import Esp32Target
 from hil.wires.faults import BusError, Fault
 
-TWO_BYD = """
-name = "two"
-[buses.inverter]
-baud = 9600
-protocol = "deye"
-[buses.bms]
-baud = 9600
-protocol = "byd-pro"
-[inverter]
-bus = "inverter"
-units = [0, 1]
-[[batteries]]
-slot = 0
-type = "byd_pro"
-bus = "bms"
-address = 1
-[[batteries]]
-slot = 1
-type = "byd_pro"
-bus = "bms"
-address = 2
-"""
+TWO_BYD = bench_toml("two", [{"type": "byd_pro", "address": 1}, {"type": "byd_pro", "address": 2}])
 BENCH = {
     "name": "quiet",
     "buses": {"inverter": {"baud": 9600, "protocol": "deye"}, "bms": {"baud": 9600, "protocol": "byd-pro"}},
@@ -65,16 +45,6 @@ BENCH = {
 
 def vector(kind, name):
     return bytes.fromhex(next(entry for entry in VECTORS[kind] if entry["id"] == name)["hex"])
-
-
-def modbus_crc(frame):
-    """CRC-16/MODBUS written out here (poly 0xA001 reflected, init 0xFFFF), not the core's."""
-    crc = 0xFFFF
-    for byte in frame:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-    return bytes(frame) + bytes((crc & 0xFF, crc >> 8))
 
 
 class FarEnd:
@@ -315,7 +285,7 @@ def test_each_module_answers_its_own_address_on_one_port(shared_line):
         after = [shared_line.devices[slot].requests for slot in range(3)]
         assert [b - a for a, b in zip(before, after, strict=True)] == [int(n == address) for n in (1, 2, 3)]
     # the JK-PB at 5: a function it does not serve gets exception 01 (Modbus application protocol, 7)
-    assert shared_line.answer(modbus_crc(b"\x05\x04\x10\x00\x00\x01")) == modbus_crc(b"\x05\x84\x01")
+    assert shared_line.answer(with_crc(b"\x05\x04\x10\x00\x00\x01")) == with_crc(b"\x05\x84\x01")
     assert shared_line.answer(byd_request(9)) == b""  # nobody at 9: silence
     assert shared_line.port.clashes == [] and shared_line.port.errors == []
 
@@ -376,10 +346,7 @@ def _positions(chunks):
 
 @pytest.fixture(scope="module")
 def virtual_board(tmp_path_factory):
-    try:
-        firmware.micropython_command()
-    except firmware.FirmwareError as error:
-        pytest.skip(str(error))
+    needs_micropython()
     board = VirtualBoard(TWO_BYD, tmp_path_factory.mktemp("virtual-board")).start()
     yield board
     board.stop()
@@ -469,10 +436,7 @@ def test_the_esp32_target_configures_the_board_from_the_bench(virtual_board):
 
 
 def test_mpremote_runs_code_on_it_and_a_deployed_build_runs_from_its_flash(tmp_path):
-    try:
-        firmware.micropython_command()
-    except firmware.FirmwareError as error:
-        pytest.skip(str(error))
+    needs_micropython()
     virtual = VirtualBoard(TWO_BYD, tmp_path / "board").start()
     try:
         esp32 = load(virtual.bench_path).esp32

@@ -21,6 +21,7 @@ import threading
 
 import paho.mqtt.client as mqtt
 import pytest
+from peers import PtyEnds
 from test_firmware_harness import FirmwareHarness, PtyWires
 
 from hil.benchfile import load_default
@@ -78,8 +79,7 @@ class RuntimeHarness(PtyWires, Harness):
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.masters = {}
-        self.received = {"bms": bytearray(), "inv": bytearray()}
+        self.ends = PtyEnds()
         self.log_lines = []
         self.messages = queue.Queue()
         self.config_path = str(tmp_path / "vbms.json")
@@ -108,12 +108,8 @@ class RuntimeHarness(PtyWires, Harness):
         runtime.wake = asyncio.Event()
         runtime.proxy = app.Proxy(CONFIG, 0)
         for role in ("bms", "inv"):
-            master, slave = os.openpty()
-            os.set_blocking(master, False)
-            self.masters[role] = master
-            transport = SerialTransport(os.ttyname(slave), 9600)
+            transport = SerialTransport(self.ends.name(role), 9600)
             runtime.links[role] = PortLink(role, transport, lambda data: None, self._log).start()
-            os.close(slave)
         self.peripheral = await JkBlePeripheral(JkBms(BatteryModel(seed=1), name="JK-CONFORM"), adapter="hci0").start()
         runtime.ble = BleCentral("hci1", self.record, self._log)
         runtime.mqtt = MqttLink(self.broker, "conformance", "conformance/status", "conformance/rpc",
@@ -164,8 +160,7 @@ class RuntimeHarness(PtyWires, Harness):
         finally:
             self.subscriber.loop_stop()
             self.subscriber.disconnect()
-            for master in self.masters.values():
-                os.close(master)
+            self.ends.close()
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(timeout=10)
             self.ble_env.stop()

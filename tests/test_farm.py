@@ -31,6 +31,7 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import pytest
+from conftest import bench_toml
 
 pytest.importorskip("labgrid", reason="bench farms need the farm extra (tox env farm)")
 
@@ -46,23 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = "identity or units_without or scaled[1] or scaled[5]"
 SCENARIO_COUNT = 4
 TIMES = {}
-BYD_ONLY = """
-name = "byd-only"
-[buses.inverter]
-baud = 9600
-protocol = "deye"
-[buses.bms]
-baud = 9600
-protocol = "byd-pro"
-[inverter]
-bus = "inverter"
-units = [0]
-[[batteries]]
-slot = 0
-type = "byd_pro"
-bus = "bms"
-address = 1
-"""
+BYD_ONLY = bench_toml("byd-only", [{"type": "byd_pro", "address": 1}])
 
 
 def _pty():

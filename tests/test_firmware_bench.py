@@ -7,6 +7,7 @@ import os
 import time
 
 import pytest
+from conftest import needs_micropython
 
 from hil import firmware
 from hil.benchfile import load_default
@@ -17,10 +18,7 @@ pytestmark = pytest.mark.ble
 
 
 def test_the_inverter_reads_every_battery_of_the_default_bench_through_the_firmware(tmp_path):
-    try:
-        firmware.micropython_command()
-    except firmware.FirmwareError as error:
-        pytest.skip(str(error))
+    needs_micropython()
     bench = load_default()
     simulation = Simulation(bench, dut="open").start()
     dut = None

@@ -7,7 +7,7 @@ import json
 import threading
 
 import pytest
-from conftest import wait_for
+from conftest import needs_micropython, wait_for
 
 from hil import firmware
 from hil.wires.ble import BleEnvironment
@@ -21,10 +21,7 @@ MODULES = (("single", "JK02_32S", "JK-SINGLE"), ("split", "JK02_24S", "JK-SPLIT"
 
 @pytest.fixture
 def bench(tmp_path):
-    try:
-        firmware.micropython_command()
-    except firmware.FirmwareError as error:
-        pytest.skip(str(error))
+    needs_micropython()
     environment = BleEnvironment(adapters=("C8:47:8C:10:00:01", "C8:47:8C:10:00:02", "00:AA:BB:CC:DD:EE")).start()
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)

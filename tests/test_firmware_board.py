@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import needs_micropython, wait_for
 
 from hil import firmware
 from vbms_core import config as config_module
@@ -23,10 +23,7 @@ LED, BUTTON = 2, 0
 
 @pytest.fixture
 def micropython():
-    try:
-        return firmware.micropython_command()
-    except firmware.FirmwareError as error:
-        pytest.skip(str(error))
+    return needs_micropython()
 
 
 def changes(path):

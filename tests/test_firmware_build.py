@@ -5,12 +5,13 @@ port, which loads the same bytecode)."""
 import gzip
 import io
 import json
-import os
 import re
 from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
+from conftest import needs_micropython
+from peers import PtyEnds
 
 from hil import cli, firmware
 
@@ -80,23 +81,17 @@ def test_deploy_and_flash_say_what_is_missing(tmp_path, capsys):
 
 
 def test_the_built_tree_runs(built, tmp_path):
-    try:
-        firmware.micropython_command()
-    except firmware.FirmwareError as error:
-        pytest.skip(str(error))
+    needs_micropython()
     out, _ = built
-    bms_master, bms = os.openpty()
-    inv_master, inv = os.openpty()
+    ends = PtyEnds()
     (tmp_path / "config.json").write_text(json.dumps({"rpc.auth_token": "t", "bms0.type": 1, "bms0.addr": "2"}))
-    dut = firmware.start_host(str(tmp_path / "config.json"), os.ttyname(bms), os.ttyname(inv), tree=out / "tree")
+    dut = firmware.start_host(str(tmp_path / "config.json"), ends.name("bms"), ends.name("inv"), tree=out / "tree")
     try:
         status, info = dut.rpc("Sys.GetInfo")
         assert status == 200 and info["slots"] == 1
-        os.set_blocking(bms_master, True)
-        assert os.read(bms_master, 8) == bytes.fromhex("020004010355AA07")  # BYD read, address 2 (golden BYD-Q2)
+        assert ends.read("bms", 8) == bytes.fromhex("020004010355AA07")  # BYD read, address 2 (golden BYD-Q2)
         started = [r for r in dut.log_records() if r["event"] == "started"]
         assert started, dut.log_records()
     finally:
         dut.stop()
-        for fd in (bms_master, bms, inv_master, inv):
-            os.close(fd)
+        ends.close()

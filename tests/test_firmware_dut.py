@@ -5,11 +5,8 @@ The ports are PTYs this test plays the other end of; expected bytes and values c
 golden vectors (tests/golden/byd_deye_vectors.json) and the reference, never from the core.
 """
 
-import base64
 import gzip
 import json
-import os
-import socket
 import struct
 import time
 import urllib.request
@@ -17,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import VECTORS, wait_for
+from peers import PtyEnds, modbus_crc, websocket_call
 
 from hil import firmware
 from vbms_core import config as config_module
@@ -30,57 +28,9 @@ def vector(kind, name):
     return bytes.fromhex(item["hex"] if "hex" in item else "".join(part[0] for part in item["parts"]))
 
 
-def modbus_crc(frame):
-    """CRC-16/MODBUS written out here (poly 0xA001 reflected, init 0xFFFF), not the core's."""
-    crc = 0xFFFF
-    for byte in frame:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-    return crc
-
-
-class Ports:
-    """The far ends of the firmware's UARTs."""
-
-    def __init__(self):
-        self.pairs = {role: os.openpty() for role in ("bms", "inv")}
-        for master, _ in self.pairs.values():
-            os.set_blocking(master, False)
-
-    def name(self, role):
-        return os.ttyname(self.pairs[role][1])
-
-    def read(self, role, count, timeout_s=5):
-        got = b""
-        deadline = time.monotonic() + timeout_s
-        while len(got) < count and time.monotonic() < deadline:
-            try:
-                got += os.read(self.pairs[role][0], count - len(got))
-            except BlockingIOError:
-                time.sleep(0.005)
-        return got
-
-    def write(self, role, data):
-        os.write(self.pairs[role][0], data)
-
-    def close(self):
-        for master, slave in self.pairs.values():
-            os.close(master)
-            os.close(slave)
-
-
-@pytest.fixture
-def unix_port():
-    try:
-        firmware.micropython_command()
-    except firmware.FirmwareError as error:
-        pytest.skip(str(error))
-
-
 @pytest.fixture
 def ports():
-    made = Ports()
+    made = PtyEnds()
     yield made
     made.close()
 
@@ -140,34 +90,6 @@ def test_a_saved_configuration_is_written_as_vbms_run_writes_it(dut):
     # hil/host/config_store.py writes json.dump(nest(config), indent=1, sort_keys=True): byte for byte
     assert path.read_text() == json.dumps(config_module.nest(expected), indent=1, sort_keys=True)
     assert not list(Path(dut.flash).glob("*.tmp"))
-
-
-def websocket_call(port, frames):
-    """A minimal WebSocket client (RFC 6455: handshake, masked text frames out, text frames in)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        key = base64.b64encode(os.urandom(16)).decode()
-        sock.sendall(("GET /rpc HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                      "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % key).encode())  # fmt: skip
-        stream = sock.makefile("rb")
-        assert b" 101 " in stream.readline()
-        while stream.readline() not in (b"\r\n", b""):
-            pass
-        replies = []
-        for frame in frames:
-            payload = json.dumps(frame).encode()
-            mask = os.urandom(4)
-            header = (
-                bytes((0x81, 0x80 | len(payload)))
-                if len(payload) < 126
-                else bytes((0x81, 0xFE)) + struct.pack(">H", len(payload))
-            )
-            sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
-            first, length = stream.read(2)
-            length &= 0x7F
-            if length == 126:
-                length = struct.unpack(">H", stream.read(2))[0]
-            replies.append(json.loads(stream.read(length)))
-        return replies
 
 
 def test_rpc_over_a_websocket_in_mongoose_os_frames(dut):

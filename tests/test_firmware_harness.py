@@ -18,7 +18,8 @@ import time
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import wait_for
+from conftest import needs_micropython, wait_for
+from peers import PtyEnds
 
 from hil import firmware
 from hil.host.config_store import load_config
@@ -30,13 +31,6 @@ from simulators.jk.device import JkBms
 from vbms_core import events as ev
 
 
-def unix_port_or_skip():
-    try:
-        return firmware.micropython_command()
-    except firmware.FirmwareError as error:
-        pytest.skip(str(error))
-
-
 class ProxyView:
     """What the suite reads of the firmware's proxy: its configuration, one object per start."""
 
@@ -46,28 +40,16 @@ class ProxyView:
 
 
 class PtyWires:
-    """The test's ends of a driver's two serial lines (self.masters: role -> PTY master fd), read
-    without blocking; what came so far is kept in self.received."""
+    """The test's ends of a driver's two serial lines (self.ends, a PtyEnds for "bms" and "inv")."""
 
     def wait(self, condition, seconds):
         return wait_for(condition, seconds)
 
-    def _drain(self, role):
-        try:
-            while True:
-                data = os.read(self.masters[role], 4096)
-                if not data:
-                    break
-                self.received[role].extend(data)
-        except BlockingIOError:
-            pass
-        return bytes(self.received[role])
-
     def bms_wire(self):
-        return self._drain("bms")
+        return self.ends.drain("bms")
 
     def inv_wire(self):
-        return self._drain("inv")
+        return self.ends.drain("inv")
 
 
 class FirmwareHarness(PtyWires):
@@ -81,14 +63,13 @@ class FirmwareHarness(PtyWires):
         self.answers = {}
         self.views = {}
         self.state = None
-        self.masters = {}
-        self.received = {"bms": bytearray(), "inv": bytearray()}
+        self.ends = PtyEnds()
         self.messages = queue.Queue()
         self.process = self.bridge = self.peripheral = None
         self.connection = None
         self.connected = threading.Event()
         self.lock = threading.Lock()
-        command = [unix_port_or_skip(), str(firmware.HOST / "start.py"), "agent"]
+        command = [needs_micropython(), str(firmware.HOST / "start.py"), "agent"]
         self.ble_env = BleEnvironment().start()  # hci0: the JK module, hci1: the firmware
         self.present_address = self.ble_env.adapter_addresses[0]
         self.loop = asyncio.new_event_loop()
@@ -106,14 +87,8 @@ class FirmwareHarness(PtyWires):
         self.flash.mkdir()
         (self.flash / "config.json").write_text(json.dumps(config))
         firmware.prepare_flash(self.flash, "127.0.0.1", firmware.free_port())
-        ports = {}
-        for role in ("bms", "inv"):
-            master, slave = os.openpty()
-            os.set_blocking(master, False)
-            self.masters[role] = master
-            ports[role] = os.ttyname(slave)
-        env = firmware.host_environment(self.flash, firmware.stage(tmp_path / "tree"), ports["bms"], ports["inv"],
-                                        self.bridge.path)  # fmt: skip
+        env = firmware.host_environment(self.flash, firmware.stage(tmp_path / "tree"), self.ends.name("bms"),
+                                        self.ends.name("inv"), self.bridge.path)  # fmt: skip
         env.update(VBMS_CONTROL=os.path.join(sockets, "control.sock"), VBMS_MQTT=broker)
         self.log_path = str(tmp_path / "firmware.log")
         with open(self.log_path, "w") as log:
@@ -237,8 +212,7 @@ class FirmwareHarness(PtyWires):
                 asyncio.run_coroutine_threadsafe(self.peripheral.stop(), self.loop).result(10)
         finally:
             self.control.close()
-            for master in self.masters.values():
-                os.close(master)
+            self.ends.close()
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(timeout=10)
             self.ble_env.stop()

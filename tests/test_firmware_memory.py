@@ -7,9 +7,9 @@ says what they mean for an ESP32 (32-bit heap, 31-bit small ints, frozen modules
 import json
 
 import pytest
+from conftest import needs_micropython
 from test_firmware_parity import record_session, replay_on_micropython
 
-from hil import firmware
 from hil.benchfile import parse
 
 LAYOUTS = ("JK02_32S", "JK02_24S", "JK04")
@@ -35,10 +35,7 @@ def fifteen_slot_bench():
 
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):
-    try:
-        firmware.micropython_command()
-    except firmware.FirmwareError as error:
-        pytest.skip(str(error))
+    needs_micropython()
     workdir = tmp_path_factory.mktemp("memory")
     calls = ((40.0, "Sys.GetInfo", None, False),)  # a small answer: the replay keeps what it is given
     lines = record_session(workdir / "minute.jsonl", seconds=62.0, bench=fifteen_slot_bench(), calls=calls)

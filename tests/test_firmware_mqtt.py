@@ -12,7 +12,8 @@ import time
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import wait_for
+from conftest import needs_micropython, wait_for
+from peers import PtyEnds
 
 from hil import firmware
 from hil.procs import start_tied, stop_group
@@ -65,17 +66,14 @@ def listener(mqtt_broker):
 
 
 def test_telemetry_discovery_and_rpc_as_vbms_run_publishes_them(tmp_path, mqtt_broker, listener):
-    try:
-        firmware.micropython_command()
-    except firmware.FirmwareError as error:
-        pytest.skip(str(error))
-    ptys = [os.openpty() for _ in range(4)]
+    needs_micropython()
+    ends = PtyEnds(("fw-bms", "fw-inv", "run-bms", "run-inv"))
     (tmp_path / "fw").mkdir()
     (tmp_path / "fw" / "config.json").write_text(json.dumps(config_for("fwdev", mqtt_broker)))
     (tmp_path / "run.json").write_text(json.dumps(config_for("rundev", mqtt_broker)))
-    device = firmware.start_host(str(tmp_path / "fw" / "config.json"), os.ttyname(ptys[0][1]), os.ttyname(ptys[1][1]))
+    device = firmware.start_host(str(tmp_path / "fw" / "config.json"), ends.name("fw-bms"), ends.name("fw-inv"))
     command = [sys.executable, "-m", "hil.cli", "run", "--config", str(tmp_path / "run.json"),
-               "--bms-port", os.ttyname(ptys[2][1]), "--inv-port", os.ttyname(ptys[3][1]),
+               "--bms-port", ends.name("run-bms"), "--inv-port", ends.name("run-inv"),
                "--http-port", str(firmware.free_port())]  # fmt: skip
     with open(tmp_path / "run.log", "w") as log:
         reference = start_tied(command, stdout=log, stderr=subprocess.STDOUT)
@@ -134,6 +132,4 @@ def test_telemetry_discovery_and_rpc_as_vbms_run_publishes_them(tmp_path, mqtt_b
     finally:
         device.stop()
         stop_group(reference)
-        for master, slave in ptys:
-            os.close(master)
-            os.close(slave)
+        ends.close()

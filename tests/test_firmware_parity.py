@@ -13,8 +13,6 @@ import json
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from hil import firmware
 from hil.benchfile import load_default
 from hil.des import TOKEN, DesBench
@@ -181,14 +179,6 @@ def replay_on_micropython(path, workdir, measure=False):
         else:
             out.append(item)
     return out, answers, memory
-
-
-@pytest.fixture
-def unix_port():
-    try:
-        firmware.micropython_command()
-    except firmware.FirmwareError as error:
-        pytest.skip(str(error))
 
 
 def test_the_firmware_driver_and_the_host_driver_answer_one_session_alike(unix_port, tmp_path, monkeypatch):

@@ -3,21 +3,18 @@ own DEYE encoders (vbms_core.deye, vbms_core.modbus) and from reports written by
 
 import json
 import re
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from chromium import DESKTOP, launched, screenshot
 
 from hil import report
 from hil.cli import main
 from hil.trace import Trace, format_record
 from vbms_core import deye, modbus
 
-REPORTS = Path(__file__).resolve().parents[1] / "reports"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 INVERTER_BUS = SimpleNamespace(name="inverter", protocol="deye")
 POLL_PERIOD_S = 1.0
 REPLY_DELAY_S = 0.05
@@ -199,19 +196,12 @@ def test_a_failing_scenario_is_listed_with_its_decoded_trace(scenario_reports, s
     for line in trace_lines:
         assert line.replace("'", "&#x27;").replace('"', "&quot;") in failing
     assert "<td>demo.xml</td><td>2</td><td>1</td>" in page
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is not installed (Debian package chromium; ./dev test installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        view = browser.new_page(viewport={"width": 1280, "height": 900})
+    with launched() as browser:
+        view = browser.new_page(viewport=DESKTOP)
         view.goto(out.as_uri())
         assert view.locator("section.battery").count() == 2
         assert view.locator("details.scenario").count() == 1
-        REPORTS.mkdir(exist_ok=True)
-        view.screenshot(path=str(REPORTS / "report.png"), full_page=True)
-        browser.close()
+        screenshot(view, "report.png")
 
 
 def test_only_reports_without_a_trace(scenario_reports, tmp_path):

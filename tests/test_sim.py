@@ -17,7 +17,7 @@ import time
 import pytest
 import serial
 from bleak import BleakClient
-from conftest import wait_for
+from conftest import bench_toml, wait_for
 
 from hil.benchfile import BenchError, load_default, parse
 from hil.host.ble import find_device
@@ -224,12 +224,7 @@ def test_bad_bench_files_name_the_key(change, message):
 
 def test_vbms_sim_command_line(tmp_path):
     bench_file = tmp_path / "small.toml"
-    bench_file.write_text(
-        'name = "small"\n[buses.bms]\nbaud = 9600\nprotocol = "byd-pro"\n'
-        '[buses.inverter]\nbaud = 9600\nprotocol = "deye"\n'
-        '[inverter]\nbus = "inverter"\nunits = [0]\ntimeout_s = 0.1\n'
-        '[[batteries]]\nslot = 0\ntype = "byd_pro"\nbus = "bms"\naddress = 1\n'
-    )
+    bench_file.write_text(bench_toml("small", [{"type": "byd_pro", "address": 1}], timeout_s=0.1))
     trace_file = tmp_path / "trace.jsonl"
     completed = subprocess.run(
         [

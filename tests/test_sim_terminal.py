@@ -21,17 +21,18 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import bench_toml
 from test_no_leftovers import alive, command_of, descendants
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH = (
-    'name = "small"\ndescription = "two BYD PRO modules and a JK-PB"\n'
-    '[buses.bms]\nprotocol = "byd-pro"\n[buses.inverter]\nprotocol = "deye"\n'
-    '[inverter]\nbus = "inverter"\nunits = [0, 1, 2]\ntimeout_s = 0.2\npoll_period_s = 0.5\n'
-    '[[batteries]]\nslot = 0\ntype = "byd_pro"\nbus = "bms"\naddress = 1\nsoc_permille = 800\n'
-    '[[batteries]]\nslot = 1\ntype = "byd_pro"\nbus = "bms"\naddress = 2\nsoc_permille = 800\n'
-    '[[batteries]]\nslot = 2\ntype = "jk_rs485"\nbus = "bms"\naddress = 3\nsoc_permille = 800\n'
-)
+BENCH = bench_toml(
+    "small",
+    [{"type": kind, "address": address, "soc_permille": 800}
+     for kind, address in (("byd_pro", 1), ("byd_pro", 2), ("jk_rs485", 3))],
+    description="two BYD PRO modules and a JK-PB",
+    timeout_s=0.2,
+    poll_period_s=0.5,
+)  # fmt: skip
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 STATUS = re.compile(
     r"(\d+)s  bms: (\d+) frames, (\d+) collisions, (\d+) faults?  inverter: (\d+) frames, (\d+) collisions, "

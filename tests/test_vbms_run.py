@@ -1,10 +1,10 @@
 """`vbms sim` with `vbms run` in the middle: the product end to end on the simulated wires."""
 
-import json
 import time
 
 import pytest
 from conftest import wait_for
+from peers import websocket_call
 
 from hil.benchfile import load_default
 from hil.sim import Simulation
@@ -47,49 +47,8 @@ def test_summary_over_http_and_websocket(bench):
     assert all(row["status"] == "online" for row in summary["bms"])
     assert summary["bms"][0]["model"] == "BYD PRO 2.5" and len(summary["bms"][0]["cells"]) == 16
     # A WebSocket client, as `mos call --port ws://HOST/rpc` does, written by hand (no extra dependency).
-    reply = websocket_call(bench.http_port, {"id": 7, "method": "Sys.GetInfo", "params": {}})
+    (reply,) = websocket_call(bench.http_port, [{"id": 7, "method": "Sys.GetInfo", "params": {}}])
     assert reply["id"] == 7 and reply["result"]["slots"] == 8
-
-
-def websocket_call(port, frame):
-    import base64
-    import os
-    import socket
-    import struct
-
-    key = base64.b64encode(os.urandom(16)).decode()
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(
-            (
-                "GET /rpc HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % key
-            ).encode()
-        )
-        response = b""
-        while b"\r\n\r\n" not in response:
-            response += sock.recv(1024)
-        assert b" 101 " in response.split(b"\r\n")[0]
-        payload = json.dumps(frame).encode()
-        mask = os.urandom(4)
-        header = (
-            bytes((0x81, 0x80 | len(payload)))
-            if len(payload) < 126
-            else bytes((0x81, 0xFE)) + struct.pack(">H", len(payload))
-        )
-        sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
-        data = response.split(b"\r\n\r\n", 1)[1]
-        while len(data) < 2:
-            data += sock.recv(4096)
-        length = data[1] & 0x7F
-        offset = 2
-        if length == 126:
-            while len(data) < 4:
-                data += sock.recv(4096)
-            length = struct.unpack(">H", data[2:4])[0]
-            offset = 4
-        while len(data) < offset + length:
-            data += sock.recv(4096)
-        return json.loads(data[offset : offset + length])
 
 
 def test_bad_rpc_input_gets_a_clear_error_and_changes_nothing(bench):
