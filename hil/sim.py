@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -68,7 +69,10 @@ class Simulation:
         http_port: int | None = None,
         mqtt_server: str | None = None,
         control_port: int | None = None,
+        keep_dut_files: bool = False,
     ) -> None:
+        """keep_dut_files: leave the device under test's directory (its config.json and log, dut_dir) in place
+        at stop(), for a person to read; by default stop() removes it."""
         if dut not in DUT_KINDS:
             raise BenchError("dut must be one of %s, not %r" % (", ".join(DUT_KINDS), dut))
         self.bench = bench
@@ -77,6 +81,7 @@ class Simulation:
         self.mqtt_server = mqtt_server
         self.dut_process: subprocess.Popen[Any] | None = None
         self.dut_dir: str | None = None
+        self.keep_dut_files = keep_dut_files
         self.dut_token: str | None = None
         self.trace = Trace(trace_path, {name: bus.protocol for name, bus in bench.buses.items()})
         self.external_deye = external_deye
@@ -267,6 +272,9 @@ class Simulation:
         for bus in self.buses.values():
             bus.stop()
         self.trace.close()
+        if self.dut_dir is not None and not self.keep_dut_files:
+            shutil.rmtree(self.dut_dir, ignore_errors=True)
+            self.dut_dir = None
 
     def __enter__(self) -> Self:
         return self.start()
@@ -430,6 +438,7 @@ def run(args: argparse.Namespace) -> int:
         ble=not args.no_ble,
         dut=args.dut,
         control_port=args.control_port,
+        keep_dut_files=True,  # the summary names the device's log: it is there after the run
     )
     try:
         simulation.start()

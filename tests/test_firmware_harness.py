@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import queue
+import shutil
 import socket
 import tempfile
 import threading
@@ -77,7 +78,7 @@ class FirmwareHarness(PtyWires):
         self.thread.start()
         peripheral = JkBlePeripheral(JkBms(BatteryModel(seed=1), name="JK-CONFORM"), adapter="hci0")
         self.peripheral = asyncio.run_coroutine_threadsafe(peripheral.start(), self.loop).result(30)
-        sockets = tempfile.mkdtemp(prefix="vbms-fw-")
+        self.sockets = sockets = tempfile.mkdtemp(prefix="vbms-fw-")  # short: a socket's path has 107 bytes at most
         self.bridge = firmware.start_bridge("hci1", os.path.join(sockets, "ble.sock"))
         self.control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.control.bind(os.path.join(sockets, "control.sock"))
@@ -212,6 +213,7 @@ class FirmwareHarness(PtyWires):
                 asyncio.run_coroutine_threadsafe(self.peripheral.stop(), self.loop).result(10)
         finally:
             self.control.close()
+            shutil.rmtree(self.sockets, ignore_errors=True)
             self.ends.close()
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(timeout=10)

@@ -441,3 +441,15 @@ def test_replay_says_where_a_bms_finding_cannot_run(tmp_path, capsys):
     assert "replays on sim or micropython only" in capsys.readouterr().err
     assert replay.still_fails({"problem": "bad-crc-reply"}, ["unexpected-reply"])
     assert not replay.still_fails({"problem": "unanswered"}, ["stale-data"])
+
+
+def test_a_bench_that_never_answers_is_told_with_the_end_of_the_devices_log(tmp_path):
+    campaign = WireCampaign(load_default(), "default", "inverter")
+    log = tmp_path / "vbms.log"
+    log.write_text("x" * 5000 + "\nTraceback: the last words\n")
+    campaign.sim = type("World", (), {"dut_log": str(log)})()
+    assert campaign._log_tail().endswith("Traceback: the last words\n") and len(campaign._log_tail()) == 2000
+    log.unlink()  # a device that is gone with its directory, or one the harness did not start
+    assert campaign._log_tail() == "(no log)"
+    campaign.sim.dut_log = None
+    assert campaign._log_tail() == "(no log)"

@@ -9,10 +9,13 @@ receive every JK module's frames over BlueZoo.
 
 import asyncio
 import json
+import shutil
 import subprocess
 import sys
 import threading
 import time
+import tomllib
+from pathlib import Path
 
 import pytest
 import serial
@@ -249,10 +252,27 @@ def test_vbms_sim_command_line(tmp_path):
     assert lines[0]["event"] == "started" and "dut" in lines[0]["buses"]["bms"]["endpoints"]
     assert lines[0]["dut"]["kind"] == "vbms run"
     assert lines[-1]["event"] == "stopped" and lines[-1]["inverter"]["answering"] == [0]
+    log = Path(lines[0]["dut"]["log"])  # the summary names it: vbms sim leaves it for a person to read
+    assert log.exists() and log.read_text(), log
+    shutil.rmtree(log.parent)
     shown = subprocess.run(
         [sys.executable, "-m", "hil.cli", "trace", "show", str(trace_file)], capture_output=True, text=True
     )
     assert shown.returncode == 0 and "read_input_registers" in shown.stdout
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["removed", "kept"])
+def test_stop_removes_the_device_under_tests_directory_unless_told_to_keep_it(keep):
+    bench = parse(tomllib.loads(bench_toml("one", [{"type": "byd_pro", "address": 1}])))
+    simulation = Simulation(bench, ble=False, keep_dut_files=keep)
+    try:
+        simulation.start()
+        directory = Path(simulation.dut_dir)
+        assert (directory / "config.json").exists() and (directory / "vbms.log").exists()
+    finally:
+        simulation.stop()
+    assert directory.exists() == keep
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_vbms_sim_rejects_a_bad_bench(tmp_path):

@@ -328,8 +328,8 @@ class WireCampaign:
             if waiting:
                 self._wait_until(self.clock() + 0.5)
         if waiting and not self.dut_gone():
-            raise WireError("units %s never answered a read of their registers within %d s (see the DUT log %s)"
-                            % (sorted(waiting), WARM_UP_S, getattr(self.sim, "dut_log", "-")))  # fmt: skip
+            raise WireError("units %s never answered a read of their registers within %d s; the device under "
+                            "test's log ends:\n%s" % (sorted(waiting), WARM_UP_S, self._log_tail()))  # fmt: skip
         for unit in self.configured:
             reply = self._ask(grammar.identity_request(unit))
             if reply is not None and grammar.crc_ok(reply):
@@ -619,6 +619,14 @@ class WireCampaign:
             return False
         self._scan_log()
         return True
+
+    def _log_tail(self, characters: int = 2000) -> str:
+        path = getattr(self.sim, "dut_log", None)  # None: a device the harness did not start
+        try:
+            with open(path or "", encoding="utf-8", errors="replace") as handle:
+                return handle.read()[-characters:] or "(empty)"
+        except OSError:
+            return "(no log)"
 
     def _scan_log(self) -> None:
         path = getattr(self.sim, "dut_log", None)
