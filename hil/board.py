@@ -283,6 +283,11 @@ class Board:
                 lines.append(self._partial.decode("utf-8", "replace"))
         return lines
 
+    def lines_since(self, number: int) -> list[tuple[int, str, dict[str, Any] | None]]:
+        """The console lines after line `number` that it still keeps (number, text, JSON record or None)."""
+        with self._changed:
+            return [entry for entry in self.lines if entry[0] > number]
+
     def mark(self) -> Mark:
         """Where the console is now: waits with since=mark() look only at what comes after."""
         with self._changed:

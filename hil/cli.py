@@ -272,7 +272,8 @@ def add_fuzz_wire_parsers(fuzz_kinds: Subcommands) -> None:
     wire.add_argument("--port", required=True, choices=("inverter", "bms", "ble"), help="the port to fuzz")
     wire.add_argument(
         "--dut", choices=("vbms", "micropython", "esp32"), default="vbms",
-        help="vbms run (default), the firmware on the MicroPython unix port, or a board (needs [esp32] ports)",
+        help="vbms run (default), the firmware on the MicroPython unix port, or a board: the one the bench's "
+        "[esp32] names, else a virtual board (--port inverter only)",
     )  # fmt: skip
     wire.add_argument(
         "--frames", type=_positive(int, "--frames"), default=2000, metavar="N",
@@ -297,8 +298,8 @@ def add_fuzz_wire_parsers(fuzz_kinds: Subcommands) -> None:
     )
     replay.add_argument("file", metavar="FILE", help="a finding (JSON)")
     replay.add_argument(
-        "--target", choices=("des", "sim", "micropython"),
-        help="where to replay a wire finding (default: sim, or micropython for a firmware finding)",
+        "--target", choices=("des", "sim", "micropython", "esp32"),
+        help="where to replay a wire finding (default: where it was found; sim for one from vbms run)",
     )  # fmt: skip
 
 

@@ -384,7 +384,10 @@ class Esp32Target(RealTimeTarget):
     name = "esp32"
     world: AdapterBench
 
-    def __init__(self, bench: Bench, bench_path: str | None = None, deploy_tree: str | None = None) -> None:
+    def __init__(
+        self, bench: Bench, bench_path: str | None = None, deploy_tree: str | None = None, inverter: bool = True
+    ) -> None:
+        """inverter=False: no DEYE simulator on the inverter adapter (a wire campaign is the inverter there)."""
         from .board import Board, check_bench, check_echo
         from .shared_port import AdapterBench
 
@@ -404,7 +407,8 @@ class Esp32Target(RealTimeTarget):
             self.board.wait_ready(self.board.reset())
             self.board.configure(bench)
             self.token = self.board.token
-            self.world.start_inverter()
+            if inverter:
+                self.world.start_inverter()
         except BaseException:
             self.stop()
             raise

@@ -12,6 +12,7 @@ Expected bytes come from the golden vectors (tests/golden/byd_deye_vectors.json)
 specification (a CRC written out here), expected configurations from the bench files.
 """
 
+import io
 import os
 import subprocess
 import sys
@@ -29,6 +30,8 @@ from hil import firmware
 from hil.benchfile import load, parse
 from hil.board import Board, BoardError, VirtualBoard, check_bench
 from hil.builder import build_devices, serial_model
+from hil.cli import main
+from hil.fuzz.wire import WireCampaign
 from hil.pytest_plugin import check_esp32_bench
 from hil.shared_port import AdapterEnd, SharedPort
 from hil.targets import Esp32Target
@@ -433,6 +436,46 @@ def test_the_esp32_target_configures_the_board_from_the_bench(virtual_board):
         assert board.wait_record(lambda record: record.get("event") == "started", since, 1) is not None
     finally:
         board.close()
+
+
+def _campaign_on(virtual_board, tmp_path, frames):
+    path = str(virtual_board.bench_path)
+    campaign = WireCampaign(load(path), path, "inverter", "esp32", frames, findings_dir=tmp_path, out=io.StringIO())
+    campaign.start()
+    return campaign
+
+
+def test_a_wire_campaign_against_the_board_checks_every_reply(virtual_board, tmp_path):
+    campaign = _campaign_on(virtual_board, tmp_path, frames=300)
+    try:
+        assert campaign.sim.target.world.inverter is None  # the campaign is the inverter on the inverter adapter
+        campaign.warm_up()
+        campaign.run()
+    finally:
+        campaign.stop()
+    stats = campaign.stats
+    assert campaign.findings == [], campaign.findings
+    assert stats.frames == 300 and stats.valid > 0 and stats.answered == stats.valid
+    assert stats.answerable > 0 and stats.answerable_ok + stats.answerable_repeated == stats.answerable
+
+
+def test_a_board_that_starts_again_during_a_campaign_is_a_crash(virtual_board, tmp_path, capsys):
+    campaign = _campaign_on(virtual_board, tmp_path, frames=200)
+    try:
+        campaign.warm_up()
+        board = campaign.sim.target.board
+        since = board.mark()
+        subprocess.run(["kill", "-USR1", str(virtual_board.pid)], check=True)  # its EN line: a reset
+        board.wait_ready(since)
+        campaign.run()
+    finally:
+        campaign.stop()
+    crashes = [finding for finding in campaign.findings if finding["problem"] == "crash"]
+    assert crashes and "the board started again during the campaign" in crashes[0]["detail"], campaign.findings
+    assert campaign.stats.crashes == 1 and campaign.stats.frames < 200  # it stopped at the crash
+    (finding,) = tmp_path.glob("wire-inverter-crash-*.json")
+    assert main(["fuzz", "replay", str(finding)]) == 0  # on the board it was found on; nobody resets it now
+    assert "on esp32" in capsys.readouterr().out
 
 
 def test_mpremote_runs_code_on_it_and_a_deployed_build_runs_from_its_flash(tmp_path):

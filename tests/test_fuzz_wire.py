@@ -19,7 +19,7 @@ from conftest import VECTORS
 from hil.benchfile import load_default
 from hil.cli import main
 from hil.fuzz import grammar, replay
-from hil.fuzz.wire import WireCampaign
+from hil.fuzz.wire import FileLog, WireCampaign
 from simulators.battery import BatteryModel
 from simulators.jk.device import JkBleSession, JkBms
 
@@ -225,9 +225,9 @@ def _exit_status(arguments):
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        (["fuzz", "wire", "--port", "inverter", "--dut", "esp32"], "--dut esp32 needs a bench file with [esp32]"),
-        (["fuzz", "wire", "--port", "inverter", "--dut", "esp32", "--bench", "hil/benches/esp32-example.toml"],
-         "fuzz the same firmware with --dut micropython"),
+        (["fuzz", "wire", "--port", "bms", "--dut", "esp32"], "--dut esp32 fuzzes the inverter port only"),
+        (["fuzz", "wire", "--port", "ble", "--dut", "esp32", "--bench", "hil/benches/esp32-example.toml"],
+         "fuzz the ble side of the same firmware with --dut micropython"),
         (["fuzz", "wire", "--port", "serial"], "invalid choice: 'serial'"),
         (["fuzz", "wire", "--port", "bms", "--frames", "0"], "--frames must be positive, not 0"),
         (["fuzz", "wire", "--port", "bms", "--bench", "/nonexistent.toml"], "cannot read bench file"),
@@ -237,6 +237,13 @@ def _exit_status(arguments):
 def test_invalid_wire_arguments_exit_2_with_a_clear_message(arguments, message, capsys):
     assert _exit_status(arguments) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_board_that_is_not_there_exits_3_with_what_is_missing(capsys):
+    arguments = ["fuzz", "wire", "--port", "inverter", "--dut", "esp32", "--bench", "hil/benches/esp32-example.toml"]
+    assert _exit_status(arguments) == 3
+    error = capsys.readouterr().err
+    assert "the board did not come up" in error and "/dev/serial/by-id/usb-Silicon_Labs_CP2102" in error, error
 
 
 def test_replay_tells_a_decoder_finding_from_a_file_that_is_none(tmp_path, capsys):
@@ -443,13 +450,15 @@ def test_replay_says_where_a_bms_finding_cannot_run(tmp_path, capsys):
     assert not replay.still_fails({"problem": "unanswered"}, ["stale-data"])
 
 
-def test_a_bench_that_never_answers_is_told_with_the_end_of_the_devices_log(tmp_path):
-    campaign = WireCampaign(load_default(), "default", "inverter")
+def test_the_device_logs_tail_and_what_it_gained_since_the_last_look(tmp_path):
     log = tmp_path / "vbms.log"
     log.write_text("x" * 5000 + "\nTraceback: the last words\n")
-    campaign.sim = type("World", (), {"dut_log": str(log)})()
-    assert campaign._log_tail().endswith("Traceback: the last words\n") and len(campaign._log_tail()) == 2000
-    log.unlink()  # a device that is gone with its directory, or one the harness did not start
-    assert campaign._log_tail() == "(no log)"
-    campaign.sim.dut_log = None
-    assert campaign._log_tail() == "(no log)"
+    seen = FileLog(str(log))
+    assert seen.tail().endswith("Traceback: the last words\n") and len(seen.tail()) == 2000
+    assert seen.new_text() == log.read_text() and seen.new_text() == ""
+    with log.open("a") as more:
+        more.write("later\n")
+    assert seen.new_text() == "later\n"
+    log.unlink()  # gone with the bench's directory
+    assert seen.tail() == "(no log)" and seen.new_text() == ""
+    assert FileLog(None).tail() == "(no log)" and FileLog(None).new_text() == ""  # a device without a log file

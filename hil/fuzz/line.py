@@ -1,13 +1,15 @@
-"""The campaign's end of a PTY bus: raw writes with their wire time, and replies split out of what arrives.
+"""The campaign's end of a bus: raw writes with their wire time, and replies split out of what arrives.
 
-Line is one endpoint of hil/wires/rs485.py's bus, opened raw; it only moves bytes and keeps
-the times the campaign paces itself by (when its last byte leaves the wire, when something
-last arrived).  ReplySplitter cuts what arrives into replies by the length their first
-bytes announce (shared/reference/deye-byd-modbus.md 3.1), else by silence.
+Line is one endpoint of hil/wires/rs485.py's bus, or a board's RS485 adapter, opened raw at
+the bus's baud rate; it only moves bytes and keeps the times the campaign paces itself by
+(when its last byte leaves the wire, when something last arrived).  ReplySplitter cuts what
+arrives into replies by the length their first bytes announce
+(shared/reference/deye-byd-modbus.md 3.1), else by silence.
 """
 
 import os
 import select
+import termios
 import time
 import tty
 from typing import cast
@@ -16,11 +18,16 @@ from . import grammar
 
 
 class Line:
-    """One endpoint of a PTY bus, raw: write frames, read what arrives with its time."""
+    """One endpoint of a bus, raw, at its baud rate: write frames, read what arrives with its time."""
 
     def __init__(self, path: str, baud: int) -> None:
         self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
         tty.setraw(self.fd)
+        speed = getattr(termios, "B%d" % baud, None)  # a real adapter (a board's): its baud rate; a PTY has none
+        if speed is not None:
+            attributes = termios.tcgetattr(self.fd)
+            attributes[4] = attributes[5] = speed
+            termios.tcsetattr(self.fd, termios.TCSANOW, attributes)
         self.char_s = grammar.char_s(baud)
         self.t35_s = grammar.silence_s(baud)
         self.free_s = 0.0  # when the last byte written leaves the wire (monotonic)

@@ -8,7 +8,8 @@
     sim          vbms run on the PTY bench,
     micropython  the firmware on the MicroPython unix port on the PTY bench,
     des          the proxy in this process on the simulated-time bench (hil/des.py), its
-                 DEYE model kept off the line: deterministic, and a crash shows its traceback.
+                 DEYE model kept off the line: deterministic, and a crash shows its traceback,
+    esp32        a board: the one the finding's bench names in [esp32], else a virtual board.
 - A wire finding on the bms or ble port runs its campaign again from the same seed, up to as
   many frames as had been sent when it was found (sim or micropython: both need real time
   and the real-time bench's BMS endpoint or BLE peripherals).  The grammar then draws the
@@ -43,8 +44,8 @@ if TYPE_CHECKING:
     from ..benchfile import Bench
     from .checks import Evidence
 
-TARGETS = ("des", "sim", "micropython")
-DUT_OF_TARGET = {"sim": "vbms", "micropython": "micropython", "des": "des"}
+TARGETS = ("des", "sim", "micropython", "esp32")
+DUT_OF_TARGET = {"sim": "vbms", "micropython": "micropython", "des": "des", "esp32": "esp32"}
 
 
 class _Crashed:
@@ -165,7 +166,7 @@ def replay_wire(document: dict[str, Any], target: str, out: TextIO) -> tuple[lis
     """Run a wire finding again on target; returns the problems seen (kinds)."""
     bench = load_bench(document["bench"])
     port = document["port"]
-    if port != "inverter" and target == "des":
+    if port != "inverter" and target in ("des", "esp32"):
         raise WireError("a %s finding replays on sim or micropython only: its campaign stands in for BMS modules "
                         "or mangles BLE notifications on the real-time bench" % port)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="vbms-replay-") as directory:
@@ -240,7 +241,7 @@ def _run_wire(document: dict[str, Any], args: argparse.Namespace) -> int:
         if key not in document:
             sys.stderr.write("vbms fuzz replay: a wire finding needs %r\n" % key)
             return 2
-    target = args.target or ("micropython" if document.get("dut") == "micropython" else "sim")
+    target = args.target or {"micropython": "micropython", "esp32": "esp32"}.get(str(document.get("dut")), "sim")
     out = io.StringIO()
     try:
         problems, campaign = replay_wire(document, target, out)

@@ -2,7 +2,11 @@
 
 The bench (hil/sim.py Simulation) runs with its inverter side open; the campaign is the
 master on the inverter bus, and for --port bms also an extra device on the BMS bus, for
---port ble the hand that mangles the JK peripherals' notifications.
+--port ble the hand that mangles the JK peripherals' notifications.  With --dut esp32 the
+device under test is a board (hil/fuzz/board.py: a real one as the bench's [esp32] names
+it, else the virtual board) and the campaign is the master on its inverter adapter
+(--port inverter only: the battery adapter and the Bluetooth adapters are the simulated
+modules', hil/shared_port.py).
 
   inverter  bursts of malformed frames (hil/fuzz/grammar.py InverterGrammar), each burst
             ending with valid requests after a proper t3.5 silence;
@@ -27,7 +31,8 @@ The checks, on every reply on the inverter bus:
   silence is answered, when the unit's module has delivered a reading within the
   staleness limit (less margins);
 - after each burst the device under test is alive: its process runs and RPC answers,
-  and its log holds no Python traceback.
+  and its log holds no Python traceback (a board: RPC answers, and its console shows
+  no traceback and no new ready line).
 
 Evidence of fresh data comes from the simulated devices, never from the device under
 test: a BMS module's request counter (it answers every poll of its address), a JK
@@ -46,7 +51,6 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
-import os
 import sys
 import threading
 import time
@@ -69,6 +73,7 @@ if TYPE_CHECKING:
 
     from ..benchfile import Bench
     from ..trace import Trace
+    from .board import ConsoleLog
     from .stand_in import BleMangling, BmsStandIn
 
 BURST_FRAMES = (10, 60)  # malformed frames per burst, drawn
@@ -99,7 +104,8 @@ class DutProcess(Protocol):
 
 
 class World(Protocol):
-    """What a campaign uses of a started bench: hil/sim.py Simulation, or hil/fuzz/replay.py DesWorld."""
+    """What a campaign uses of a started bench: hil/sim.py Simulation, hil/fuzz/replay.py DesWorld, or
+    hil/fuzz/board.py BoardWorld (a board, with a `console` in place of a process and a log file)."""
 
     @property
     def bench(self) -> Bench: ...
@@ -152,6 +158,34 @@ class InverterLine(Protocol):
 
 
 # --- the campaign --------------------------------------------------------------------------------
+
+
+class FileLog:
+    """The device under test's log file (vbms run's output, the firmware's console on the unix port)."""
+
+    restarts: tuple[str, ...] = ()  # a process that starts again is a new process: alive() sees it exit
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path  # None: a device without one (the des bench's proxy in this process)
+        self.offset = 0
+
+    def new_text(self) -> str:
+        """What it gained since the last call."""
+        try:
+            with open(self.path or "", encoding="utf-8", errors="replace") as handle:
+                handle.seek(self.offset)
+                text = handle.read()
+                self.offset = handle.tell()
+        except OSError:
+            return ""
+        return text
+
+    def tail(self, characters: int = 2000) -> str:
+        try:
+            with open(self.path or "", encoding="utf-8", errors="replace") as handle:
+                return handle.read()[-characters:] or "(empty)"
+        except OSError:  # none, or gone with the bench's directory
+            return "(no log)"
 
 
 class Stats:
@@ -258,7 +292,7 @@ class WireCampaign:
         self.hand: BmsStandIn | BleMangling | None = None
         self.stale_s = stale_s  # None: the device under test's own app.stale_s
         self.t0: float = None  # type: ignore[assignment]  # set by attach(), as sim is
-        self._log_offset = 0
+        self.log: FileLog | ConsoleLog = FileLog(None)  # set by attach(), as sim is
         self._lock = threading.RLock()
         self._stop = False
 
@@ -270,6 +304,17 @@ class WireCampaign:
         if not self.bench.inverter:
             raise WireError("bench %s has no [inverter]: the campaign reads the batteries on the inverter bus"
                             % self.bench.name)  # fmt: skip
+        if self.dut == "esp32":
+            from .board import BoardWorld
+
+            board = BoardWorld(self.bench, self.bench_ref)
+            try:
+                board.start()
+            except Exception as error:  # noqa: BLE001 - BoardError, BenchError, the virtual board's: no board
+                raise WireError("the board did not come up: %s" % error) from error
+            self.sim = board
+            self.attach(board, Line(*board.inverter_port))
+            return
         ble = self.port == "ble" or any(spec.type == "jk_ble" for spec in self.bench.batteries)
         self.sim = Simulation(self.bench, external_deye=True, ble=ble, dut=self.dut)
         try:
@@ -284,6 +329,7 @@ class WireCampaign:
     ) -> None:
         """Take a started world (a Simulation, or anything with its surface) and the line to its inverter bus."""
         self.sim = world
+        self.log = getattr(world, "console", None) or FileLog(getattr(world, "dut_log", None))
         self.line = line
         self.realtime = realtime
         if clock is not None:
@@ -329,7 +375,7 @@ class WireCampaign:
                 self._wait_until(self.clock() + 0.5)
         if waiting and not self.dut_gone():
             raise WireError("units %s never answered a read of their registers within %d s; the device under "
-                            "test's log ends:\n%s" % (sorted(waiting), WARM_UP_S, self._log_tail()))  # fmt: skip
+                            "test's log ends:\n%s" % (sorted(waiting), WARM_UP_S, self.log.tail()))  # fmt: skip
         for unit in self.configured:
             reply = self._ask(grammar.identity_request(unit))
             if reply is not None and grammar.crc_ok(reply):
@@ -618,24 +664,16 @@ class WireCampaign:
             self._finding("crash", "RPC Sys.GetInfo failed: %s" % status, None)
             return False
         self._scan_log()
+        if self.log.restarts:  # a board's console (hil/fuzz/board.py)
+            self.stats.crashes += 1
+            self._finding("crash", "the board started again during the campaign (a crash, a watchdog, a reset): its "
+                          "ready line came again:\n%s\nits console before:\n%s"
+                          % (self.log.restarts[0], self.log.tail()), None)  # fmt: skip
+            return False
         return True
 
-    def _log_tail(self, characters: int = 2000) -> str:
-        path = getattr(self.sim, "dut_log", None)  # None: a device the harness did not start
-        try:
-            with open(path or "", encoding="utf-8", errors="replace") as handle:
-                return handle.read()[-characters:] or "(empty)"
-        except OSError:
-            return "(no log)"
-
     def _scan_log(self) -> None:
-        path = getattr(self.sim, "dut_log", None)
-        if not path or not os.path.exists(path):
-            return
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            handle.seek(self._log_offset)
-            text = handle.read()
-            self._log_offset = handle.tell()
+        text = self.log.new_text()
         if "Traceback" in text:
             self.stats.dut_errors += 1
             start = text.index("Traceback")
@@ -820,19 +858,10 @@ def run_cli(args: argparse.Namespace) -> int:
     except BenchError as error:
         sys.stderr.write("vbms fuzz wire: %s\n" % error)
         return 2
-    if args.dut == "esp32":
-        ports = bench.esp32 or {}
-        missing = [key for key in ("inverter_port", "bms_port") if key not in ports]
-        if missing:
-            sys.stderr.write("vbms fuzz wire: --dut esp32 needs a bench file with [esp32] %s (see "
-                             "hil/benches/esp32-example.toml)\n" % ", ".join(missing))  # fmt: skip
-        else:
-            sys.stderr.write("vbms fuzz wire: bench %s names the ESP32's ports (%s), but live campaigns against a "
-                             "board are not built yet (a campaign starts and watches its own bench; against a board "
-                             "it would have to share the board's adapters, hil/shared_port.py): fuzz the same "
-                             "firmware with "
-                             "--dut micropython\n"
-                             % (bench.name, ", ".join("%s=%s" % item for item in sorted(ports.items()))))  # fmt: skip
+    if args.dut == "esp32" and args.port != "inverter":
+        sys.stderr.write("vbms fuzz wire: --dut esp32 fuzzes the inverter port only (--port inverter): the board's "
+                         "battery adapter and Bluetooth adapters carry the simulated modules (hil/shared_port.py); "
+                         "fuzz the %s side of the same firmware with --dut micropython\n" % args.port)  # fmt: skip
         return 2
     if args.stale_s is not None and not 2 <= args.stale_s <= 600:
         sys.stderr.write("vbms fuzz wire: --stale-s must be within 2..600 (app.stale_s), not %d\n" % args.stale_s)
