@@ -432,6 +432,10 @@ def load(path: str | os.PathLike[str]) -> Bench:
     return parse(data, str(path))
 
 
+def default_text() -> str:
+    """The embedded default bench's TOML (hil/benches/default.toml)."""
+    return resources.files("hil").joinpath("benches/default.toml").read_text()
+
+
 def load_default() -> Bench:
-    text = resources.files("hil").joinpath("benches/default.toml").read_text()
-    return parse(tomllib.loads(text), "default")
+    return parse(tomllib.loads(default_text()), "default")

@@ -185,15 +185,12 @@ class BenchPool:
             return self._lease_place()
         if self.name != "esp32" or self.bench_path is not None or self.broken is not None:
             return
-        from importlib import resources
-
-        from hil.benchfile import load
+        from hil.benchfile import default_text, load
         from hil.board import VirtualBoard
 
         self._directory = tempfile.mkdtemp(prefix="vbms-esp32-")
-        text = resources.files("hil").joinpath("benches/default.toml").read_text()
         try:
-            self.virtual_board = VirtualBoard(text, self._directory).start()
+            self.virtual_board = VirtualBoard(default_text(), self._directory).start()
         except Exception as error:  # noqa: BLE001 - BoardError, BlueZoo's, the unix port's: all mean no board
             self._esp32_failed("the virtual board did not start: %s" % error)
         self.bench_path = str(self.virtual_board.bench_path)

@@ -257,11 +257,10 @@ class VirtualFarm:
             raise
 
     def _start(self) -> Self:
-        from importlib import resources
-
+        from ..benchfile import default_text
         from ..board import VirtualBoard
 
-        text = self.bench_text or resources.files("hil").joinpath("benches/default.toml").read_text()
+        text = self.bench_text or default_text()
         for index in range(self.count):
             name = "%s-%s" % (self.prefix, chr(ord("a") + index))
             directory = os.path.join(self.directory, name)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +29,7 @@ if TYPE_CHECKING:
     from ..benchfile import Bench
     from ..board import Board, VirtualBoard
     from ..shared_port import AdapterBench
+    from ..targets import Esp32Target
     from ..trace import Trace
 
 
@@ -64,13 +64,13 @@ class BoardWorld:
     def __init__(self, bench: Bench, bench_ref: str) -> None:
         self.virtual: VirtualBoard | None = None
         self._directory: str | None = None
-        self.target: Any = None  # an Esp32Target once started
+        self.target: Esp32Target | None = None  # once started
         self.bench_in = bench
         self.bench_ref = bench_ref
 
     def start(self) -> BoardWorld:
         """BoardError, BenchError or the virtual board's failure when the board cannot be used."""
-        from ..benchfile import load
+        from ..benchfile import default_text, load
         from ..board import VirtualBoard
         from ..targets import Esp32Target
 
@@ -78,10 +78,7 @@ class BoardWorld:
         try:
             if not bench.esp32:
                 self._directory = tempfile.mkdtemp(prefix="vbms-board-")
-                if path is None:
-                    text = resources.files("hil").joinpath("benches/default.toml").read_text()
-                else:
-                    text = Path(path).read_text()
+                text = default_text() if path is None else Path(path).read_text()
                 self.virtual = VirtualBoard(text, self._directory).start()
                 path = str(self.virtual.bench_path)
                 bench = load(path)
@@ -92,9 +89,14 @@ class BoardWorld:
         self.console = ConsoleLog(self.target.board)
         return self
 
+    def _started(self) -> Esp32Target:
+        if self.target is None:
+            raise RuntimeError("the board's world is not started (or stopped)")
+        return self.target
+
     @property
     def adapters(self) -> AdapterBench:
-        return self.target.world
+        return self._started().world
 
     @property
     def bench(self) -> Bench:
@@ -118,7 +120,7 @@ class BoardWorld:
 
     @property
     def dut_token(self) -> str | None:
-        return self.target.board.token
+        return self._started().board.token
 
     @property
     def inverter_port(self) -> tuple[str, int]:
@@ -132,7 +134,7 @@ class BoardWorld:
         from ..board import BoardError
 
         try:
-            return self.target.board.rpc(method, params, token is not None, timeout_s)
+            return self._started().board.rpc(method, params, token is not None, timeout_s)
         except BoardError as error:
             raise ConnectionError(str(error)) from None
 
