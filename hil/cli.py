@@ -273,7 +273,7 @@ def add_fuzz_wire_parsers(fuzz_kinds: Subcommands) -> None:
     wire.add_argument(
         "--dut", choices=("vbms", "micropython", "esp32"), default="vbms",
         help="vbms run (default), the firmware on the MicroPython unix port, or a board: the one the bench's "
-        "[esp32] names, else a virtual board (--port inverter only)",
+        "[esp32] names, else a virtual board",
     )  # fmt: skip
     wire.add_argument(
         "--frames", type=_positive(int, "--frames"), default=2000, metavar="N",

@@ -14,6 +14,8 @@ board's battery port, each at its own address, as modules on one RS485 line do.
                 the inverter reach it as the wire carries them: a fault from "dut" on the inverter bus is
                 refused (BusError says so).
   FaultyLine    a pyserial port whose writes go through an AdapterEnd: the DEYE simulator's pymodbus line.
+  PortTap       one more device on a SharedPort's line: it hears every frame the board sends there and
+                writes its own bytes (a wire campaign standing in for modules, hil/fuzz/stand_in.py).
   AdapterBench  the esp32 target's world: the bench's device models (hil/builder.py) on the adapters named
                 in [esp32], the JK modules as bless peripherals on their Bluetooth adapters, the inverter
                 (simulators/deye) and the clock that moves current through the battery models.
@@ -152,6 +154,7 @@ class SharedPort:
         self.errors: list[str] = []
         self.clashes: list[tuple[bytes, list[str]]] = []
         self.answered = {name: 0 for name in self.models}
+        self.tap: PortTap | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._line: serial.Serial | None = None
@@ -192,6 +195,9 @@ class SharedPort:
         line = cast(serial.Serial, self._line)  # start() opened it before the thread runs
 
         def answer(frame: RtuFrame) -> tuple[float, Callable[[], object]] | None:
+            tap = self.tap
+            if tap is not None:
+                tap.hear(frame.raw)
             answered = self.answer(frame.raw)
             if answered is None:
                 return None
@@ -199,6 +205,53 @@ class SharedPort:
             return delay_s, lambda: self.end.send(line, name, reply, self._stop)
 
         serve_line(line, self.baud, self._stop, self.errors, answer)
+
+
+class PortTap:
+    """One more device on a SharedPort's line, with hil/fuzz/line.py Line's surface: read() gives the frames
+    the board sent (as the port split them, with the time each was complete), write() puts bytes on the line
+    at once, beside the port's own models.  One at a time; close() takes it off."""
+
+    def __init__(self, port: SharedPort) -> None:
+        if port.tap is not None or port._line is None:
+            raise BusError("the shared port %s has a tap already, or is not open" % port.port)
+        self.port = port
+        self.char_s = char_time_us(port.baud) / 1e6
+        self.t35_s = silence_us(port.baud) / 1e6
+        self.free_s = 0.0
+        self.last_rx_s = 0.0
+        self._heard: list[tuple[float, bytes]] = []
+        self._changed = threading.Condition()
+        port.tap = self
+
+    def hear(self, frame: bytes) -> None:
+        with self._changed:
+            self._heard.append((time.monotonic(), frame))
+            self._changed.notify_all()
+
+    def read(self, timeout_s: float) -> list[tuple[float, bytes]]:
+        """[(time, frame)] heard so far, waiting at most timeout_s for the first."""
+        with self._changed:
+            if not self._heard:
+                self._changed.wait(max(timeout_s, 0.0))
+            heard, self._heard = self._heard, []
+        if heard:
+            self.last_rx_s = heard[-1][0]
+        return heard
+
+    def write(self, data: bytes | bytearray) -> float:
+        now = time.monotonic()
+        line = self.port._line
+        if line is None:
+            raise OSError("the shared port %s is closed" % self.port.port)
+        line.write(bytes(data))
+        self.port.end.record("fuzz", bytes(data))
+        self.free_s = max(now, self.free_s) + len(data) * self.char_s
+        return now
+
+    def close(self) -> None:
+        if self.port.tap is self:
+            self.port.tap = None
 
 
 def _cannot_open(key: str, path: str, error: Exception) -> BoardError:

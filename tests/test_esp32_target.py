@@ -14,8 +14,10 @@ specification (a CRC written out here), expected configurations from the bench f
 
 import io
 import os
+import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import tty
@@ -31,9 +33,10 @@ from hil.benchfile import load, parse
 from hil.board import Board, BoardError, VirtualBoard, check_bench
 from hil.builder import build_devices, serial_model
 from hil.cli import main
+from hil.fuzz import wire
 from hil.fuzz.wire import WireCampaign
 from hil.pytest_plugin import check_esp32_bench
-from hil.shared_port import AdapterEnd, SharedPort
+from hil.shared_port import AdapterEnd, PortTap, SharedPort
 from hil.targets import Esp32Target
 from hil.wires.faults import BusError, Fault
 
@@ -438,9 +441,9 @@ def test_the_esp32_target_configures_the_board_from_the_bench(virtual_board):
         board.close()
 
 
-def _campaign_on(virtual_board, tmp_path, frames):
+def _campaign_on(virtual_board, tmp_path, frames, port="inverter"):
     path = str(virtual_board.bench_path)
-    campaign = WireCampaign(load(path), path, "inverter", "esp32", frames, findings_dir=tmp_path, out=io.StringIO())
+    campaign = WireCampaign(load(path), path, port, "esp32", frames, findings_dir=tmp_path, out=io.StringIO())
     campaign.start()
     return campaign
 
@@ -457,6 +460,50 @@ def test_a_wire_campaign_against_the_board_checks_every_reply(virtual_board, tmp
     assert campaign.findings == [], campaign.findings
     assert stats.frames == 300 and stats.valid > 0 and stats.answered == stats.valid
     assert stats.answerable > 0 and stats.answerable_ok + stats.answerable_repeated == stats.answerable
+
+
+def test_a_bms_campaign_stands_in_for_a_module_on_the_boards_battery_adapter(virtual_board, tmp_path):
+    campaign = _campaign_on(virtual_board, tmp_path, frames=40, port="bms")
+    try:
+        campaign.warm_up()
+        campaign.run()
+        status, summary = campaign.sim.rpc("VBMS.GetSummary", {}, campaign.sim.dut_token)
+    finally:
+        campaign.stop()
+    assert campaign.findings == [], campaign.findings
+    stand_in = campaign.hand
+    (slot,) = stand_in.slots
+    assert stand_in.malformed >= 40 and stand_in.answers > stand_in.malformed  # valid answers too
+    # the board took the stand-in's valid answers: its reading of that module is fresh at the end
+    assert status == 200 and summary["bms"][slot]["age_s"] is not None and summary["bms"][slot]["age_s"] <= 5
+    assert campaign.stats.valid > 0 and campaign.stats.answered > 0
+    assert stand_in.line.port.tap is None  # the tap is off the battery adapter
+
+
+def test_a_ble_campaign_on_a_virtual_board_from_the_command_line(tmp_path, capsys):
+    needs_micropython()
+    before = set(os.listdir(tempfile.gettempdir()))
+    arguments = ["fuzz", "wire", "--port", "ble", "--dut", "esp32", "--frames", "30", "--findings", str(tmp_path)]
+    assert main(arguments) == 0  # the default bench has no [esp32]: a virtual board of it
+    out = capsys.readouterr().out
+    assert "device under test esp32" in out and "0 findings" in out, out
+    sends = int(re.search(r"malformed frames sent +(\d+)", out).group(1))
+    answered = re.search(r"answered +(\d+) +\(100.00 % of those that must be\)", out)
+    assert sends >= 30 and answered and int(answered.group(1)) > 0, out
+    assert not [name for name in set(os.listdir(tempfile.gettempdir())) - before if name.startswith("vbms-board-")]
+
+
+def test_a_battery_side_that_goes_quiet_ends_the_campaign_with_a_finding(virtual_board, tmp_path, monkeypatch):
+    monkeypatch.setattr(wire, "HAND_IDLE_S", 3.0)
+    monkeypatch.setattr(PortTap, "hear", lambda self, frame: None)  # the stand-in hears no poll
+    campaign = _campaign_on(virtual_board, tmp_path, frames=40, port="bms")
+    try:
+        campaign.warm_up()
+        campaign.run()
+    finally:
+        campaign.stop()
+    assert [finding["problem"] for finding in campaign.findings] == ["stalled"]
+    assert "it polled none of the modules the campaign stands in for" in campaign.findings[0]["detail"]
 
 
 def test_a_board_that_starts_again_during_a_campaign_is_a_crash(virtual_board, tmp_path, capsys):

@@ -4,7 +4,8 @@ The board comes up as the esp32 target brings it up (hil/targets.py Esp32Target)
 checked against the machine, the adapters probed for echo, the simulated modules on the
 battery adapter and the JK peripherals on their Bluetooth adapters, the board reset, its
 ready line awaited and the bench's configuration put on it over RPC; only the DEYE
-simulator stays off, since the campaign is the inverter on the inverter adapter.  A bench
+simulator stays off, since the campaign is the inverter on the inverter adapter (and, for
+--port bms, a tap on the battery adapter: battery_tap).  A bench
 without [esp32] runs on a virtual board (hil/board.py VirtualBoard), as pytest's
 --target esp32 does without --bench.
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
     from ..benchfile import Bench
     from ..board import Board, VirtualBoard
-    from ..shared_port import AdapterBench
+    from ..shared_port import AdapterBench, PortTap
     from ..targets import Esp32Target
     from ..trace import Trace
 
@@ -126,6 +127,15 @@ class BoardWorld:
     def inverter_port(self) -> tuple[str, int]:
         """(path, baud) of the inverter adapter: the campaign's end of the board's inverter bus."""
         return self.bench.esp32["inverter_port"], self.bench.buses[self.bench.inverter["bus"]].baud
+
+    def battery_tap(self) -> PortTap:
+        """The campaign's own end of the battery bus: a tap on the battery adapter beside the modules."""
+        from ..shared_port import PortTap
+
+        port = self.adapters.shared_port
+        if port is None:
+            raise RuntimeError("bench %s has no battery on the board's battery port" % self.bench.name)
+        return PortTap(port)
 
     def rpc(
         self, method: str, params: dict[str, Any] | None = None, token: str | None = None, timeout_s: float = 10

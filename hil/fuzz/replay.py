@@ -11,8 +11,8 @@
                  DEYE model kept off the line: deterministic, and a crash shows its traceback,
     esp32        a board: the one the finding's bench names in [esp32], else a virtual board.
 - A wire finding on the bms or ble port runs its campaign again from the same seed, up to as
-  many frames as had been sent when it was found (sim or micropython: both need real time
-  and the real-time bench's BMS endpoint or BLE peripherals).  The grammar then draws the
+  many frames as had been sent when it was found (sim, micropython or esp32: each needs real
+  time and a bench's BMS line or BLE peripherals).  The grammar then draws the
   same choices, but the device's timing is the host's, so such a replay is a likely, not a
   certain, reproduction.
 
@@ -166,9 +166,9 @@ def replay_wire(document: dict[str, Any], target: str, out: TextIO) -> tuple[lis
     """Run a wire finding again on target; returns the problems seen (kinds)."""
     bench = load_bench(document["bench"])
     port = document["port"]
-    if port != "inverter" and target in ("des", "esp32"):
-        raise WireError("a %s finding replays on sim or micropython only: its campaign stands in for BMS modules "
-                        "or mangles BLE notifications on the real-time bench" % port)  # fmt: skip
+    if port != "inverter" and target == "des":
+        raise WireError("a %s finding replays on sim, micropython or esp32: its campaign stands in for BMS modules "
+                        "or mangles BLE notifications in real time" % port)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="vbms-replay-") as directory:
         dut = "vbms" if target == "des" else DUT_OF_TARGET[target]
         frames = document.get("frames_at") or 1

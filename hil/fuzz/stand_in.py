@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from simulators.jk.device import JkBms
 
     from ..benchfile import BatterySpec
+    from ..shared_port import PortTap
     from ..sim import Simulation
     from .wire import WireCampaign
 
@@ -94,9 +95,9 @@ def _answer(twin: BydModule | JkBms, spec: BatterySpec, request: bytes) -> bytes
 class BmsStandIn:
     def __init__(self, campaign: WireCampaign) -> None:
         self.campaign = campaign
-        sim = cast("Simulation", campaign.sim)  # the bms port runs on the real-time bench only (hil/fuzz/replay.py)
+        sim = campaign.sim  # the real-time bench or a board (the des bench has no bms port, hil/fuzz/replay.py)
         rs485 = [spec for spec in sim.bench.batteries if spec.bus]
-        self.bus = sim.buses[cast(str, rs485[0].bus)]
+        bus = cast(str, rs485[0].bus)
         rng = campaign.random
         if len(rs485) > 1:  # one module keeps answering itself: what the stand-in does must not hurt it
             kept = rng.choice(rs485)
@@ -105,8 +106,14 @@ class BmsStandIn:
             self.specs = rs485
         self.slots = [spec.slot for spec in self.specs]
         self.twins = {spec.slot: (spec, _twin(spec, sim.batteries[spec.slot])) for spec in rs485}
-        self.grammar = grammar.BmsReplyGrammar(random.Random(rng.random()), self.bus.protocol or "byd-pro")
-        self.line = Line(self.bus.add_endpoint("fuzz").path, self.bus.baud)
+        protocol = sim.bench.buses[bus].protocol
+        self.grammar = grammar.BmsReplyGrammar(random.Random(rng.random()), protocol or "byd-pro")
+        tap = getattr(sim, "battery_tap", None)  # a board's battery adapter (hil/fuzz/board.py)
+        if tap is not None:
+            self.line: Line | PortTap = tap()
+        else:
+            endpoint = cast("Simulation", sim).buses[bus].add_endpoint("fuzz")
+            self.line = Line(endpoint.path, sim.bench.buses[bus].baud)
         bms_config, _ = campaign._rpc("Config.Get")
         self.timeout_s = bms_config["app"]["bms_timeout_ms"] / 1000
         self.starvation = Starvation(self.slots, cast(int, campaign.stale_s), time.monotonic())  # attach() set it
@@ -118,6 +125,11 @@ class BmsStandIn:
         self._sequence = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def traffic(self) -> int:
+        """Polls answered so far, whatever the answer was."""
+        return self.answers
 
     def start(self) -> None:
         for spec in self.specs:
@@ -204,6 +216,11 @@ class BleMangling:
         self._lock = threading.Lock()
         self._originals: dict[int, Callable[[list[bytes]], None]] = {}  # slot -> the peripheral's own _send
         self._last_starved: float | None = None
+
+    @property
+    def traffic(self) -> int:
+        """Notification sends that reached a central so far, mangled or not."""
+        return self.sends
 
     def start(self) -> None:
         for slot in self.slots:

@@ -4,9 +4,9 @@ The bench (hil/sim.py Simulation) runs with its inverter side open; the campaign
 master on the inverter bus, and for --port bms also an extra device on the BMS bus, for
 --port ble the hand that mangles the JK peripherals' notifications.  With --dut esp32 the
 device under test is a board (hil/fuzz/board.py: a real one as the bench's [esp32] names
-it, else the virtual board) and the campaign is the master on its inverter adapter
-(--port inverter only: the battery adapter and the Bluetooth adapters are the simulated
-modules', hil/shared_port.py).
+it, else the virtual board): the campaign is the master on its inverter adapter, and for
+--port bms a tap on its battery adapter beside the simulated modules (hil/shared_port.py
+PortTap).  On bms and ble, a battery side quiet for HAND_IDLE_S is a finding.
 
   inverter  bursts of malformed frames (hil/fuzz/grammar.py InverterGrammar), each burst
             ending with valid requests after a proper t3.5 silence;
@@ -86,6 +86,7 @@ WARM_UP_S = 120.0
 SCRIPT_KEEP = 4000  # events of the script kept for a finding
 FINDING_EVENTS = 600  # events written into a finding at most
 PROBE_PERIOD_S = 0.05  # bms/ble: pause between two valid requests on the inverter side
+HAND_IDLE_S = 60.0  # bms/ble: the battery side quiet this long (no poll, no notification) ends the campaign
 PORTS = ("inverter", "bms", "ble")
 DUTS = ("vbms", "micropython", "esp32")
 
@@ -781,9 +782,17 @@ class WireCampaign:
         hand.start()
         inverter = grammar.InverterGrammar(self.random, self.configured)
         try:
-            last_alive = self.clock()
+            last_alive = last_traffic_s = self.clock()
+            traffic = hand.traffic
             while hand.malformed < self.frames_wanted and not self._stop:
                 self.probe(self.random, inverter)
+                if hand.traffic != traffic:
+                    traffic, last_traffic_s = hand.traffic, self.clock()
+                elif self.clock() - last_traffic_s > HAND_IDLE_S:
+                    quiet = ("it polled none of the modules the campaign stands in for" if self.port == "bms"
+                             else "no notification of the JK modules reached it")  # fmt: skip
+                    self._finding("stalled", "nothing on the battery side for %d s: %s" % (HAND_IDLE_S, quiet), None)
+                    return
                 if self.clock() - last_alive > 1.0:
                     last_alive = self.clock()
                     if not self.alive():
@@ -857,11 +866,6 @@ def run_cli(args: argparse.Namespace) -> int:
         bench = load_bench(args.bench)
     except BenchError as error:
         sys.stderr.write("vbms fuzz wire: %s\n" % error)
-        return 2
-    if args.dut == "esp32" and args.port != "inverter":
-        sys.stderr.write("vbms fuzz wire: --dut esp32 fuzzes the inverter port only (--port inverter): the board's "
-                         "battery adapter and Bluetooth adapters carry the simulated modules (hil/shared_port.py); "
-                         "fuzz the %s side of the same firmware with --dut micropython\n" % args.port)  # fmt: skip
         return 2
     if args.stale_s is not None and not 2 <= args.stale_s <= 600:
         sys.stderr.write("vbms fuzz wire: --stale-s must be within 2..600 (app.stale_s), not %d\n" % args.stale_s)
