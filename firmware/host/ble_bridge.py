@@ -9,6 +9,12 @@ that notifies.  BlueZ (and BlueZoo) hide declarations and CCCDs, so the table is
 here from bleak's objects; subscribing is writing 01 00 to the CCCD, which becomes
 start_notify.  Both JK layouts come out as on the air: one FFE1 that writes and notifies,
 or a writing FFE1 and a notifying FFE1.
+
+GATT procedures run one after the other, as on a stack, but none may hold up the ones after
+it: a procedure ends when its link is lost (a link cut while a write was under way left
+bleak's write waiting for ever, and every call after it, a new connection too, with it) and
+fails after PROCEDURE_TIMEOUT_S.  A connection attempt, cancelled at any point, even
+before it began, is reported as the stack reports one: a disconnect of no connection.
 """
 
 import asyncio
@@ -41,6 +47,7 @@ PROPERTY_BITS = {"broadcast": 0x01, "read": 0x02, "write-without-response": 0x04
                  "indicate": 0x20, "authenticated-signed-writes": 0x40}  # fmt: skip
 CCCD = "2902"
 STATUS_FAILED = 1
+PROCEDURE_TIMEOUT_S = 10.0  # one GATT procedure (read, write, subscribe, disconnect) on BlueZoo: far less
 
 
 def short_uuid(uuid):
@@ -78,6 +85,7 @@ class Link:
         self.descriptors = []  # (handle, uuid, characteristic's value handle)
         self.by_handle = {}  # value handle -> bleak characteristic; CCCD handle -> ("cccd", characteristic)
         self.closing = False
+        self.procedure = None  # the task of the GATT procedure under way on this link
         handle = 0
         for service in sorted(client.services, key=lambda s: s.handle):
             handle += 1
@@ -133,10 +141,16 @@ class BleBridge:
                 if not line:
                     break
                 call = json.loads(line)
-                if call["op"] in ("scan", "connect"):
-                    self._spawn(self._call(call))  # long: the next calls (a cancel) go on meanwhile
+                op = call["op"]
+                if op == "scan":
+                    self._spawn(self._scan(call["ms"]))  # long: the next calls go on meanwhile
+                elif op == "connect":
+                    self._attempt(call["addr"], call["ms"])  # long too: a cancel may come meanwhile
+                elif op == "connect_cancel":
+                    if self.connecting is not None:
+                        self.connecting.cancel()
                 else:
-                    await self._call(call)  # in order, as a stack runs one GATT procedure after the other
+                    await self._procedure(call)  # in order, as a stack runs one GATT procedure after the other
         finally:
             if self.writer is writer:
                 self.writer = None
@@ -152,25 +166,31 @@ class BleBridge:
         task.add_done_callback(self.tasks.discard)
         return task
 
-    async def _call(self, call):
-        op = call["op"]
-        if op == "scan":
-            await self._scan(call["ms"])
-        elif op == "connect":
-            self.connecting = asyncio.current_task()
-            try:
-                await self._connect(call["addr"], call["ms"])
-            except asyncio.CancelledError:
-                self.emit(IRQ_PERIPHERAL_DISCONNECT, NO_CONNECTION, 0xFF, NO_ADDRESS)
-            finally:
+    def _attempt(self, address, find_ms):
+        """A connection attempt, the one a connect_cancel cancels (set here, before it runs: a cancel
+        that comes before it began must find it too)."""
+        task = self._spawn(self._connect(address, find_ms))
+        asked_by = self.writer
+        self.connecting = task
+
+        def ended(task):
+            if self.connecting is task:
                 self.connecting = None
-        elif op == "connect_cancel":
-            if self.connecting is not None:
-                self.connecting.cancel()
-        else:
-            link = self.links.get(call.get("conn"))
-            if link is not None:
-                await getattr(self, "_" + op)(link, call)
+            if task.cancelled() and self.writer is asked_by:
+                self.emit(IRQ_PERIPHERAL_DISCONNECT, NO_CONNECTION, 0xFF, NO_ADDRESS)
+
+        task.add_done_callback(ended)
+
+    async def _procedure(self, call):
+        """One GATT procedure on a link, awaited; it ends early when the link is lost (_lost cancels it)."""
+        link = self.links.get(call.get("conn"))
+        method = getattr(self, "_" + call["op"], None)
+        if link is None or method is None:
+            return
+        task = link.procedure = asyncio.ensure_future(method(link, call))
+        await asyncio.wait({task})
+        if link.procedure is task:
+            link.procedure = None
 
     async def _cancel_connecting(self):
         task = self.connecting
@@ -181,8 +201,10 @@ class BleBridge:
     async def _drop_links(self):
         for link in list(self.links.values()):
             link.closing = True
+            if link.procedure is not None:
+                link.procedure.cancel()
             try:
-                await link.client.disconnect()
+                await asyncio.wait_for(link.client.disconnect(), PROCEDURE_TIMEOUT_S)
             except Exception:  # noqa: BLE001 - gone already
                 pass
         self.links = {}
@@ -237,14 +259,18 @@ class BleBridge:
 
     def _lost(self, conn):
         link = self.links.pop(conn, None)
-        if link is not None and not link.closing:
+        if link is None:
+            return
+        if link.procedure is not None:
+            link.procedure.cancel()  # no reply will come on a lost link
+        if not link.closing:
             self.emit(IRQ_PERIPHERAL_DISCONNECT, conn, 0, link.address)
 
     async def _disconnect(self, link, call):
         link.closing = True
         self.links.pop(link.conn, None)
         try:
-            await link.client.disconnect()
+            await asyncio.wait_for(link.client.disconnect(), PROCEDURE_TIMEOUT_S)
         except Exception:  # noqa: BLE001 - gone already
             pass
         self.emit(IRQ_PERIPHERAL_DISCONNECT, link.conn, 0, link.address)
@@ -281,11 +307,12 @@ class BleBridge:
                         if conn in self.links:
                             self.emit(IRQ_NOTIFY, conn, value_handle, bytes(value).hex())
 
-                    await link.client.start_notify(characteristic, notified)
+                    await asyncio.wait_for(link.client.start_notify(characteristic, notified), PROCEDURE_TIMEOUT_S)
                 else:
-                    await link.client.stop_notify(characteristic)
+                    await asyncio.wait_for(link.client.stop_notify(characteristic), PROCEDURE_TIMEOUT_S)
             elif target is not None:
-                await link.client.write_gatt_char(target, data, response=call.get("mode") == 1)
+                written = link.client.write_gatt_char(target, data, response=call.get("mode") == 1)
+                await asyncio.wait_for(written, PROCEDURE_TIMEOUT_S)
             else:
                 status = STATUS_FAILED
         except Exception:  # noqa: BLE001 - a failed write is a status, as on a board
@@ -296,7 +323,7 @@ class BleBridge:
     async def _read(self, link, call):
         target = link.by_handle.get(call["handle"])
         try:
-            value = await link.client.read_gatt_char(target)
+            value = await asyncio.wait_for(link.client.read_gatt_char(target), PROCEDURE_TIMEOUT_S)
             self.emit(IRQ_READ_RESULT, link.conn, call["handle"], bytes(value).hex())
             status = 0
         except Exception:  # noqa: BLE001
