@@ -206,9 +206,15 @@ class BleCentral:
             self._scan_done()
         elif event == _IRQ_PERIPHERAL_DISCONNECT:
             self._disconnected(data[0])
+        elif event == _IRQ_PERIPHERAL_CONNECT:
+            link = self.setup
+            if link is not None and link.step == CONNECTING and data[2] == address_bytes(link.address):
+                self._setup_step(link, event, data)
+            else:
+                self._stray(data[0], data[2])
         else:
             link = self.setup
-            if link is not None and (event == _IRQ_PERIPHERAL_CONNECT or data[0] == link.conn):
+            if link is not None and data[0] == link.conn:
                 self._setup_step(link, event, data)
 
     # --- one procedure at a time ----------------------------------------------------------
@@ -257,6 +263,18 @@ class BleCentral:
         self.log("ble_connect_failed", level="warning", slot=link.slot, address=link.address, error=reason)
         self.post(ev.BleConnectFailed(link.slot, reason, 0))
         self.flag.set()
+
+    def _stray(self, conn, address):
+        """A connection nobody waits for: an attempt given up came up before the stack saw the cancel.
+        It is that attempt's report (no other will come), and the link is let go: kept, it would hold
+        the module, which could then not be found again."""
+        if self.cancelled:
+            self.cancelled -= 1
+        self.log("ble_stray_connection", level="warning", address=address_text(address), conn=conn)
+        try:
+            self.ble.gap_disconnect(conn)
+        except OSError:
+            pass
 
     def _disconnected(self, conn):
         link = self.links.pop(conn, None)
