@@ -22,7 +22,8 @@ under test's log are attached to its report.
 
 Fixtures:
   scenario_bench   the target a scenario runs on: .target (the default bench, shared
-                   between the scenarios of a real-time target and reset between them) or
+                   between the scenarios of a real-time target and reset between them;
+                   one that failed stops it and the next scenario gets a new one) or
                    .use(bench) (a bench of its own); released at the scenario's end.
   ble_environment  a private dbus-daemon and BlueZoo with two adapters (hci0
                    for a peripheral, hci1 for a central); nothing is left
@@ -141,6 +142,7 @@ def load_bench(config: pytest.Config) -> tuple[Bench, str | None]:
 
 BENCHES: pytest.StashKey[BenchPool] = pytest.StashKey()  # config.stash: the session's BenchPool
 SCENARIO_TARGET: pytest.StashKey[Target] = pytest.StashKey()  # item.stash: the target a test ran on, for its report
+SCENARIO_FAILED: pytest.StashKey[bool] = pytest.StashKey()  # item.stash: a phase of the test failed
 
 
 class BenchPool:
@@ -148,8 +150,10 @@ class BenchPool:
 
     On a real-time target the default bench is started once and reset between scenarios;
     a scenario with a bench of its own stops it first (two real-time benches on one machine
-    slow each other) and gets its own, stopped at its end.  On des every scenario gets a
-    fresh bench: it costs nothing.
+    slow each other) and gets its own, stopped at its end.  A scenario that failed on the
+    shared bench stops it too: whatever broke (a wedged link, a device that stopped
+    answering) is not handed to the next scenario, which gets a fresh bench.  On des every
+    scenario gets a fresh bench: it costs nothing.
     """
 
     def __init__(self, config: pytest.Config) -> None:
@@ -256,9 +260,11 @@ class BenchPool:
             self._shared = None
         return self._make(bench), True
 
-    def release(self, target: Target, owned: bool) -> None:
-        if owned:
+    def release(self, target: Target, owned: bool, failed: bool = False) -> None:
+        if owned or failed:
             target.stop()
+            if self._shared is target:
+                self._shared = None
         else:
             target.reset()
 
@@ -304,7 +310,7 @@ class ScenarioBench:
 
     def release(self) -> None:
         if self._target is not None:
-            self.pool.release(self._target, self._owned)
+            self.pool.release(self._target, self._owned, failed=self.item.stash.get(SCENARIO_FAILED, False))
             self._target = None
 
 
@@ -331,6 +337,8 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pluggy.Result[pytest.TestReport], None]:
     outcome = yield
     report = outcome.get_result()
+    if report.failed:
+        item.stash[SCENARIO_FAILED] = True
     target = item.stash.get(SCENARIO_TARGET, None)
     if target is None or not report.failed or call.when != "call":
         return
