@@ -92,7 +92,7 @@ class BleCentral:
         try:
             async with self.discovery:
                 await forget_devices(self.adapter)
-                found = await BleakScanner.discover(timeout=seconds, adapter=self.adapter, return_adv=True)
+                found = await BleakScanner.discover(timeout=seconds, return_adv=True, bluez={"adapter": self.adapter})
             results: list[list[Any]] = [
                 [d.address, a.local_name or d.name or "", a.rssi, False] for d, a in found.values()
             ]
@@ -137,7 +137,7 @@ async def find_device(
             found.setdefault("device", device)
             event.set()
 
-    async with BleakScanner(detection_callback=on_detection, adapter=adapter):
+    async with BleakScanner(detection_callback=on_detection, bluez={"adapter": adapter}):
         try:
             await asyncio.wait_for(event.wait(), timeout_s)
         except TimeoutError:
